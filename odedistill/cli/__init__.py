@@ -1,0 +1,60 @@
+"""Command line: ``odedistill run | sample | ...``. Bad input exits 2 with one line on stderr."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+
+from odedistill.cli.app import app
+from odedistill.errors import UserError
+
+# Each module registers its commands on ``app`` when imported.
+_COMMAND_MODULES = ("run",)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from odedistill import __version__
+
+        typer.echo(f"odedistill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Distill an ODE into a network that solves it in one evaluation (PID)."""
+
+
+def _load_commands() -> None:
+    for name in _COMMAND_MODULES:
+        importlib.import_module(f"odedistill.cli.{name}")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` on one line of stderr and exit with ``code``."""
+    first = " ".join(str(message).split())
+    print(f"error: {first}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _load_commands()
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as e:
+        fail(str(e))
+    except click.exceptions.UsageError as e:
+        fail(e.format_message())
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        fail("aborted", 1)
+    except KeyboardInterrupt:
+        fail("interrupted; resume with --resume", 130)
