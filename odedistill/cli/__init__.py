@@ -11,8 +11,17 @@ import typer
 from odedistill.cli.app import app
 from odedistill.errors import UserError
 
+try:  # typer >= 0.20 bundles its own copy of click; its errors are distinct classes
+    from typer import _click as _typer_click
+except ImportError:  # pragma: no cover
+    _typer_click = click
+
+_USAGE_ERRORS = (click.exceptions.UsageError, _typer_click.exceptions.UsageError)
+_EXITS = (click.exceptions.Exit, typer.Exit)
+_ABORTS = (click.exceptions.Abort, typer.Abort)
+
 # Each module registers its commands on ``app`` when imported.
-_COMMAND_MODULES = ("run",)
+_COMMAND_MODULES = ("run", "sample", "fid", "convert")
 
 
 def _version_callback(value: bool) -> None:
@@ -50,11 +59,13 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, standalone_mode=False)
     except UserError as e:
         fail(str(e))
-    except click.exceptions.UsageError as e:
+    except _USAGE_ERRORS as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            sys.exit(0)  # help was printed
         fail(e.format_message())
-    except click.exceptions.Exit as e:
+    except _EXITS as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except _ABORTS:
         fail("aborted", 1)
     except KeyboardInterrupt:
         fail("interrupted; resume with --resume", 130)

@@ -1,0 +1,31 @@
+"""``odedistill run RECIPE``: distil the recipe's ODE into a one-step student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from odedistill.cli.app import app
+from odedistill.errors import TrainingDiverged
+
+
+@app.command()
+def run(
+    recipe: Path = typer.Argument(..., help="TOML recipe, e.g. recipes/quickstart.toml"),
+    out: Path = typer.Option(None, "--out", help="run directory (default: runs/<run.name>)"),
+    set_: list[str] = typer.Option([], "--set", help="override a field: section.key=value"),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="print the resolved config; write nothing"
+    ),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in the run directory"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="hide the progress bar"),
+) -> None:
+    """Train a one-step student with the PID loss, then evaluate it."""
+    from odedistill.cli import fail
+    from odedistill.training.run import run_recipe
+
+    try:
+        run_recipe(recipe, out, set_, dry_run=dry_run, resume=resume, show_progress=not no_progress)
+    except TrainingDiverged as e:
+        fail(str(e), code=1)

@@ -1,0 +1,307 @@
+"""Fréchet Inception Distance as EDM's fid.py computes it: ‖μ₁−μ₂‖² + tr(Σ₁ + Σ₂ − 2·(Σ₁Σ₂)^½)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import scipy.linalg
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from odedistill._io import atomic_write
+from odedistill.errors import UserError
+from odedistill.evaluation.datasets import ImageDataset
+
+DETECTOR_FILE: Final = "inception-2015-12-05.pt"
+# The TorchScript translation of TensorFlow's inception-2015-12-05 (stylegan2-ada-pytorch).
+DETECTOR_URL: Final = (
+    "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
+    "inception-2015-12-05.pt"
+)
+# The same network as EDM's fid.py downloads it: a pickle whose classes carry their source
+# code, so loading it runs code. odedistill reads only the TorchScript file above.
+EDM_DETECTOR_URL: Final = (
+    "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/metrics/"
+    "inception-2015-12-05.pkl"
+)
+FEATURE_DIM: Final = 2048  # the Inception pool3 features EDM uses
+REF_URLS: Final = {
+    "cifar10-32x32": "https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs/cifar10-32x32.npz",
+    "imagenet-64x64": "https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs/imagenet-64x64.npz",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Images and the detector.
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Images in [−1, 1] as EDM saves them: clip(x·127.5 + 128, 0, 255), truncated to uint8."""
+    return (x * 127.5 + 128).clip(0, 255).to(torch.uint8)
+
+
+def load_detector(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> torch.nn.Module:
+    """Load the TorchScript Inception ``inception-2015-12-05.pt`` from a local file.
+
+    Nothing is downloaded. The file is read with ``torch.jit.load``, which rebuilds a
+    TorchScript archive without running Python code from it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"Inception detector {path} not found; download {DETECTOR_FILE} from {DETECTOR_URL} "
+            "and pass its path with --detector"
+        )
+    if path.suffix == ".pkl":
+        raise UserError(
+            f"{path} is the pickled detector (EDM's {EDM_DETECTOR_URL}), which runs code when "
+            f"loaded; use the TorchScript {DETECTOR_FILE} from {DETECTOR_URL}"
+        )
+    try:
+        with warnings.catch_warnings():  # TorchScript is deprecated, but it is this file's format
+            warnings.simplefilter("ignore", DeprecationWarning)
+            detector = torch.jit.load(str(path), map_location=torch.device(device))
+    except (RuntimeError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{path} is not a TorchScript detector ({first}); download {DETECTOR_FILE} "
+            f"from {DETECTOR_URL}"
+        ) from e
+    return detector.eval()
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def detector_features(
+    detector: torch.nn.Module, images: torch.Tensor, device: str | torch.device | None = None
+) -> torch.Tensor:
+    """Features of uint8 NCHW images at native size, as float64 (B, D).
+
+    Called as EDM calls it: ``detector(images, return_features=True)`` on the uint8 tensor;
+    one-channel images are repeated to three channels first.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise UserError(
+            f"the detector takes uint8 NCHW images, got {images.dtype} {tuple(images.shape)}; "
+            "convert images in [-1, 1] with clip(x * 127.5 + 128, 0, 255)"
+        )
+    if images.shape[1] == 1:
+        images = images.repeat([1, 3, 1, 1])
+    if images.shape[1] != 3:
+        raise UserError(f"images have {images.shape[1]} channels; the detector takes 1 or 3")
+    device = _module_device(detector) if device is None else torch.device(device)
+    with torch.inference_mode():
+        features = detector(images.to(device), return_features=True)
+    return features.to(torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics.
+
+
+class FeatureStats:
+    """Running float64 sums of features f and f fᵀ, from which μ and Σ (divided by n−1) follow.
+
+    This is the accumulation EDM's fid.py uses: Σ = (Σᵢ fᵢfᵢᵀ − n μμᵀ) / (n − 1).
+    """
+
+    def __init__(self) -> None:
+        self.num = 0
+        self._sum: torch.Tensor | None = None
+        self._sum_outer: torch.Tensor | None = None
+
+    def update(self, features: torch.Tensor | np.ndarray) -> FeatureStats:
+        """Add a (B, D) batch of features."""
+        f = torch.as_tensor(features).to(torch.float64)
+        if f.ndim != 2:
+            raise ValueError(f"features must be (B, D), got {tuple(f.shape)}")
+        if self._sum is None:
+            self._sum = torch.zeros(f.shape[1], dtype=torch.float64, device=f.device)
+            self._sum_outer = torch.zeros(
+                f.shape[1], f.shape[1], dtype=torch.float64, device=f.device
+            )
+        assert self._sum_outer is not None
+        if f.shape[1] != self._sum.shape[0]:
+            raise ValueError(f"features have {f.shape[1]} dimensions, earlier {self._sum.shape[0]}")
+        self._sum += f.sum(0)
+        self._sum_outer += f.T @ f
+        self.num += f.shape[0]
+        return self
+
+    def mu_sigma(self) -> tuple[np.ndarray, np.ndarray]:
+        """The float64 mean (D,) and covariance (D, D), the covariance divided by n − 1."""
+        if self.num < 2 or self._sum is None or self._sum_outer is None:
+            raise UserError(f"found {self.num} images, but statistics need at least 2")
+        mu = self._sum / self.num
+        sigma = (self._sum_outer - torch.outer(mu, mu) * self.num) / (self.num - 1)
+        return mu.cpu().numpy(), sigma.cpu().numpy()
+
+
+def feature_stats(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean μ and covariance Σ (divided by n − 1) of (n, D) features, in float64."""
+    return FeatureStats().update(features).mu_sigma()
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def compute_feature_stats(
+    batches: Iterable[torch.Tensor | tuple[torch.Tensor, object]],
+    detector: torch.nn.Module,
+    *,
+    batch_size: int = 64,
+    total: int | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    description: str = "Inception features",
+) -> FeatureStats:
+    """Stream uint8 NCHW image batches through the detector and accumulate feature statistics.
+
+    Args:
+        batches: uint8 (B, C, H, W) tensors, or ``(images, labels)`` pairs (labels ignored).
+        detector: from :func:`load_detector`, or any module with the same call.
+        batch_size: the largest batch given to the detector; larger batches are split.
+        total: the number of images, for the progress bar (None: unknown).
+        device: where the detector runs (default: where its parameters are).
+        progress: show a rich progress bar on stderr.
+    """
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
+    stats = FeatureStats()
+    with _progress(progress) as bar:
+        task = bar.add_task(description, total=total)
+        for batch in batches:
+            images = batch[0] if isinstance(batch, tuple | list) else batch
+            for chunk in torch.split(images, batch_size):
+                if chunk.shape[0] == 0:
+                    continue
+                stats.update(detector_features(detector, chunk, device))
+                bar.advance(task, chunk.shape[0])
+    return stats
+
+
+def dataset_feature_stats(
+    dataset: ImageDataset,
+    detector: torch.nn.Module,
+    *,
+    batch_size: int = 64,
+    indices: Sequence[int] | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> FeatureStats:
+    """Feature statistics of a dataset's images (of ``indices`` only, when given)."""
+    total = len(indices) if indices is not None else dataset.num_images
+    return compute_feature_stats(
+        dataset.batches(batch_size, indices),
+        detector,
+        batch_size=batch_size,
+        total=total,
+        device=device,
+        progress=progress,
+        description=f"Inception features of {dataset.name}" if dataset.name else "Inception",
+    )
+
+
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():  # EDM passes disp=False: no warning for singular products
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        result = scipy.linalg.sqrtm(a)
+    return result[0] if isinstance(result, tuple) else result  # scipy < 1.16 with disp=False
+
+
+def fid_from_stats(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
+) -> float:
+    """FID = ‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2·sqrtm(Σ₁Σ₂)), the real part, in float64.
+
+    ``scipy.linalg.sqrtm`` of the product, as EDM computes it; round-off can give the root a
+    tiny imaginary part, which the real part of the total drops.
+    """
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    d = mu1.shape[0] if mu1.ndim == 1 else -1
+    for name, mu, sigma in (("first", mu1, sigma1), ("second", mu2, sigma2)):
+        if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+            raise UserError(
+                f"the {name} statistics have mu {mu.shape} and sigma {sigma.shape}; "
+                "expected (D,) and (D, D)"
+            )
+    if mu2.shape[0] != d:
+        raise UserError(
+            f"statistics of {d} and {mu2.shape[0]} features do not compare; compute both with "
+            f"the same detector ({DETECTOR_FILE} gives {FEATURE_DIM})"
+        )
+    m = np.square(mu1 - mu2).sum()
+    s = _sqrtm(np.dot(sigma1, sigma2))
+    fid = m + np.trace(sigma1 + sigma2 - s * 2)
+    return float(np.real(fid))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference statistics files.
+
+
+def load_ref(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Read reference statistics (``mu``, ``sigma``) from an ``.npz`` as float64."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"reference statistics {path} not found; download EDM's "
+            f"{REF_URLS['cifar10-32x32']} (or imagenet-64x64.npz beside it), "
+            "or make one with `odedistill fid-ref`"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise UserError(f"{path} is not a readable .npz ({e}); download or rebuild it") from e
+    if "mu" not in arrays or "sigma" not in arrays:
+        raise UserError(f"{path} has no 'mu' and 'sigma' arrays (found {sorted(arrays)})")
+    mu, sigma = arrays["mu"].astype(np.float64), arrays["sigma"].astype(np.float64)
+    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+        raise UserError(f"{path}: mu {mu.shape} and sigma {sigma.shape} should be (D,) and (D, D)")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise UserError(f"{path} holds NaN or Inf statistics; rebuild it")
+    return mu, sigma
+
+
+def save_ref(path: str | os.PathLike[str], mu: np.ndarray, sigma: np.ndarray) -> Path:
+    """Write ``mu`` and ``sigma`` (float64) to an ``.npz`` atomically."""
+    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+        raise ValueError(f"mu {mu.shape} and sigma {sigma.shape} should be (D,) and (D, D)")
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, mu=mu, sigma=sigma)
+
+    return atomic_write(path, write)

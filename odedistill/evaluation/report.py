@@ -1,0 +1,111 @@
+"""End-of-run evaluation: one-step student against exact ODE endpoints and few-step teacher solvers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from odedistill._io import atomic_write_json
+from odedistill.evaluation.metrics import relative_error, sliced_w1
+from odedistill.grids import make_grid
+from odedistill.models.base import TrajectoryModel
+from odedistill.solvers import euler, heun, heun_nfe, solve_reference
+from odedistill.systems.base import ODESystem
+from odedistill.training.config import Config
+
+
+def exact_endpoints(
+    system: ODESystem, z: torch.Tensor, cond: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x(t_end) from z in closed form where the system has one, else from the scipy reference."""
+    if system.has_exact_solution:
+        t = torch.full((z.shape[0],), system.t_end, dtype=torch.float64)
+        return system.exact_solution(z.double(), t, cond)
+    return solve_reference(system, z, cond)
+
+
+def true_data(system: ODESystem, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Fresh samples of the distribution at t_end: the system's own, or exact endpoints of fresh z."""
+    try:
+        return system.sample_data(n, generator).double()
+    except NotImplementedError:
+        z = system.sample_initial(n, generator, dtype=torch.float64)
+        return exact_endpoints(system, z, system.sample_condition(n, generator))
+
+
+def heun_grid_points(nfe: int) -> tuple[int, bool]:
+    """Grid size and last-step-Euler flag for a Heun solve of exactly ``nfe`` evaluations."""
+    if nfe == 1:
+        return 2, True
+    steps = (nfe + 1) // 2
+    return steps + 1, nfe % 2 == 1
+
+
+@torch.no_grad()
+def evaluate(
+    cfg: Config,
+    system: ODESystem,
+    students: dict[str, TrajectoryModel],
+    chosen: str,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Compute eval.json's content and the arrays the pictures need.
+
+    ``students`` maps names ('raw', 'ema0.999', ...) to models; ``chosen`` is the one
+    reported as 'student'. Every sampler starts from the same held-out z.
+    """
+    e = cfg.eval
+    gen = torch.Generator().manual_seed(e.seed)
+    z = system.sample_initial(e.n_heldout, gen, dtype=torch.float64)
+    cond = system.sample_condition(e.n_heldout, gen)
+    t0 = time.perf_counter()
+    x_exact = exact_endpoints(system, z, cond)
+    ref_seconds = time.perf_counter() - t0
+    data = true_data(system, e.n_heldout, gen)
+    data2 = true_data(system, e.n_heldout, gen)
+
+    def entry(x: torch.Tensor, nfe: int) -> dict[str, Any]:
+        return {
+            "nfe": nfe,
+            "trajectory_rel_error": relative_error(x, x_exact),
+            "sliced_w1": sliced_w1(x, data, seed=e.seed),
+        }
+
+    samplers: dict[str, Any] = {}
+    outputs: dict[str, torch.Tensor] = {"z": z, "exact": x_exact, "data": data}
+    for name, model in students.items():
+        dev = next(model.parameters()).device
+        c = None if cond is None else cond.to(dev)
+        x = model.sample(z.float().to(dev), c).double().cpu()
+        key = "student" if name == chosen else f"student_{name}"
+        samplers[key] = entry(x, 1)
+        if name == chosen:
+            outputs["student"] = x
+    N = cfg.scheme.N
+    colloc = make_grid(cfg.scheme.grid, N, system.t_start, system.t_end, cfg.scheme.rho)
+    samplers[f"teacher_euler_{N - 1}"] = entry(euler(system, z, colloc, cond), N - 1)
+    for nfe in e.nfe:
+        g = make_grid(cfg.scheme.grid, nfe + 1, system.t_start, system.t_end, cfg.scheme.rho)
+        samplers[f"euler_{nfe}"] = entry(euler(system, z, g, cond), nfe)
+        points, last_euler = heun_grid_points(nfe)
+        g = make_grid(cfg.scheme.grid, points, system.t_start, system.t_end, cfg.scheme.rho)
+        x_heun = heun(system, z, g, cond, last_step_euler=last_euler)
+        assert heun_nfe(points, last_euler) == nfe
+        samplers[f"heun_{nfe}"] = entry(x_heun, nfe)
+        outputs[f"heun_{nfe}"] = x_heun
+    report = {
+        "samplers": samplers,
+        "exact_solution": {"rel_error": 0.0, "sliced_w1": sliced_w1(x_exact, data, seed=e.seed)},
+        "data_floor_sliced_w1": sliced_w1(data2, data, seed=e.seed),
+        "n_heldout": e.n_heldout,
+        "student_weights": chosen,
+        "reference": "closed form" if system.has_exact_solution else "scipy DOP853 rtol=atol=1e-10",
+        "reference_seconds": ref_seconds,
+    }
+    return report, outputs
+
+
+def write_eval(run_dir: Path, report: dict[str, Any]) -> Path:
+    return atomic_write_json(Path(run_dir) / "eval.json", report)

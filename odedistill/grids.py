@@ -1,0 +1,41 @@
+"""Collocation grids: Karras et al. (2022) eq. 5 with exponent rho, and uniform."""
+
+from __future__ import annotations
+
+import torch
+
+
+def karras_grid(
+    N: int, t_start: float, t_end: float, rho: float = 7.0, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """t_i = (t_start^(1/rho) + i/(N-1) (t_end^(1/rho) - t_start^(1/rho)))^rho, i = 0..N-1.
+
+    ``t_0 = t_start`` and ``t_{N-1} = t_end`` exactly. Both ends must be non-negative.
+    """
+    if N < 2:
+        raise ValueError(f"a grid needs N >= 2 points, got {N}")
+    if t_start < 0 or t_end < 0:
+        raise ValueError("the Karras grid needs non-negative times; use the uniform grid")
+    i = torch.arange(N, dtype=torch.float64)
+    a, b = t_start ** (1.0 / rho), t_end ** (1.0 / rho)
+    t = (a + i / (N - 1) * (b - a)) ** rho
+    t[0], t[-1] = t_start, t_end
+    return t.to(dtype)
+
+
+def uniform_grid(
+    N: int, t_start: float, t_end: float, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """N equally spaced times from t_start to t_end (both included)."""
+    if N < 2:
+        raise ValueError(f"a grid needs N >= 2 points, got {N}")
+    return torch.linspace(t_start, t_end, N, dtype=torch.float64).to(dtype)
+
+
+def make_grid(kind: str, N: int, t_start: float, t_end: float, rho: float = 7.0) -> torch.Tensor:
+    """Build the grid named ``kind`` ('karras' or 'uniform') in float64."""
+    if kind == "karras":
+        return karras_grid(N, t_start, t_end, rho)
+    if kind == "uniform":
+        return uniform_grid(N, t_start, t_end)
+    raise ValueError(f"unknown grid {kind!r}; expected 'karras' or 'uniform'")

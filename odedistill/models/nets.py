@@ -1,0 +1,175 @@
+"""Small student networks F(x, c_noise, class_labels): an MLP for vectors and a UNet for images."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from odedistill.models.attention import attention
+
+
+class FourierTimeEmbedding(nn.Module):
+    """Fixed sinusoidal features of a scalar time input, followed by a two-layer MLP."""
+
+    def __init__(self, dim: int, num_freqs: int = 32, max_freq: float = 64.0) -> None:
+        super().__init__()
+        freqs = torch.exp(torch.linspace(0.0, math.log(max_freq), num_freqs))
+        self.register_buffer("freqs", freqs)
+        self.mlp = nn.Sequential(nn.Linear(2 * num_freqs, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        a = t.reshape(-1, 1).to(self.freqs.dtype) * self.freqs[None, :]
+        return self.mlp(torch.cat([torch.sin(a), torch.cos(a)], dim=1))
+
+
+class MLP(nn.Module):
+    """Residual MLP on flattened states with an additive time (and class) embedding.
+
+    Args:
+        state_shape: shape of one state (flattened internally).
+        width: hidden width.
+        depth: number of residual blocks.
+        label_dim: size of one-hot class labels (0 for none).
+    """
+
+    def __init__(
+        self, state_shape: tuple[int, ...], width: int = 256, depth: int = 4, label_dim: int = 0
+    ) -> None:
+        super().__init__()
+        self.state_shape = tuple(state_shape)
+        d = math.prod(self.state_shape)
+        self.inp = nn.Linear(d, width)
+        self.emb = FourierTimeEmbedding(width)
+        self.label = nn.Linear(label_dim, width, bias=False) if label_dim else None
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, width))
+            for _ in range(depth)
+        )
+        self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, d))
+
+    def forward(
+        self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        emb = self.emb(noise_labels)
+        if self.label is not None and class_labels is not None:
+            emb = emb + self.label(class_labels.to(emb.dtype))
+        h = self.inp(x.reshape(x.shape[0], -1)) + emb
+        for block in self.blocks:
+            h = h + block(h + emb)
+        return self.out(h).reshape(x.shape)
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, emb_dim: int, groups: int) -> None:
+        super().__init__()
+        self.norm0 = nn.GroupNorm(min(groups, cin), cin)
+        self.conv0 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.affine = nn.Linear(emb_dim, cout)
+        self.norm1 = nn.GroupNorm(min(groups, cout), cout)
+        self.conv1 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv0(torch.nn.functional.silu(self.norm0(x)))
+        h = h + self.affine(emb)[:, :, None, None]
+        h = self.conv1(torch.nn.functional.silu(self.norm1(h)))
+        return h + self.skip(x)
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, channels: int, heads: int, groups: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.GroupNorm(min(groups, channels), channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2:]
+        q, k, v = rearrange(
+            self.qkv(self.norm(x)), "b (three h c) y x -> three b h (y x) c", three=3, h=self.heads
+        )
+        a = attention(q, k, v)
+        return x + self.proj(rearrange(a, "b h (y x) c -> b (h c) y x", y=H, x=W))
+
+
+class SmallUNet(nn.Module):
+    """A compact UNet for small images (e.g. 1x8x8 digits) with attention at the lowest resolution.
+
+    Args:
+        state_shape: (C, H, W); H and W must be divisible by 2^(len(channel_mult) - 1).
+        channels: base width.
+        channel_mult: width multipliers per resolution level.
+        blocks: residual blocks per level.
+        attention: add a self-attention block at the lowest resolution.
+        label_dim: size of one-hot class labels (0 for none).
+    """
+
+    def __init__(
+        self,
+        state_shape: tuple[int, int, int],
+        channels: int = 32,
+        channel_mult: tuple[int, ...] = (1, 2),
+        blocks: int = 1,
+        attention: bool = True,
+        heads: int = 1,
+        label_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        C, H, W = state_shape
+        levels = len(channel_mult)
+        if H % 2 ** (levels - 1) or W % 2 ** (levels - 1):
+            raise ValueError(f"image size {H}x{W} is not divisible by 2^{levels - 1}")
+        groups, emb_dim = 8, 4 * channels
+        self.emb = FourierTimeEmbedding(emb_dim)
+        self.label = nn.Linear(label_dim, emb_dim, bias=False) if label_dim else None
+        self.inp = nn.Conv2d(C, channels, 3, padding=1)
+        self.down = nn.ModuleList()
+        widths = [channels]
+        cur = channels
+        for lvl, mult in enumerate(channel_mult):
+            for _ in range(blocks):
+                self.down.append(_ResBlock(cur, channels * mult, emb_dim, groups))
+                cur = channels * mult
+                widths.append(cur)
+            if lvl < levels - 1:
+                self.down.append(nn.Conv2d(cur, cur, 3, stride=2, padding=1))
+                widths.append(cur)
+        self.mid = nn.ModuleList(
+            [_ResBlock(cur, cur, emb_dim, groups), _ResBlock(cur, cur, emb_dim, groups)]
+        )
+        self.mid_attn = _SelfAttention(cur, heads, groups) if attention else None
+        self.up = nn.ModuleList()
+        for lvl, mult in reversed(list(enumerate(channel_mult))):
+            for _ in range(blocks + 1):
+                self.up.append(_ResBlock(cur + widths.pop(), channels * mult, emb_dim, groups))
+                cur = channels * mult
+            if lvl > 0:
+                self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
+        self.out_norm = nn.GroupNorm(min(groups, cur), cur)
+        self.out = nn.Conv2d(cur, C, 3, padding=1)
+
+    def forward(
+        self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        emb = self.emb(noise_labels)
+        if self.label is not None and class_labels is not None:
+            emb = emb + self.label(class_labels.to(emb.dtype))
+        h = self.inp(x)
+        skips = [h]
+        for layer in self.down:
+            h = layer(h, emb) if isinstance(layer, _ResBlock) else layer(h)
+            skips.append(h)
+        h = self.mid[0](h, emb)
+        if self.mid_attn is not None:
+            h = self.mid_attn(h)
+        h = self.mid[1](h, emb)
+        for layer in self.up:
+            if isinstance(layer, _ResBlock):
+                h = layer(torch.cat([h, skips.pop()], dim=1), emb)
+            else:
+                h = layer(h)
+        return self.out(torch.nn.functional.silu(self.out_norm(h)))

@@ -1,0 +1,106 @@
+"""The ODESystem interface: dx/dt = f(x, t, cond) from t_start to t_end, x(t_start) = z."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+
+
+class ODESystem(ABC):
+    """An initial-value problem to distil into a one-evaluation solver.
+
+    A system declares its time interval ``[t_start -> t_end]`` (either direction), the
+    shape of one state, the vector field ``f(x, t, cond)`` with a per-sample time ``t`` of
+    shape (B,), and how initial states ``z`` (and optional conditions such as one-hot class
+    labels) are drawn. The PID residual compares ``to_target(x, t, dx/dt)`` with
+    ``target(x, t, cond)``; by default both are velocities (the identity map).
+
+    Attributes that tune the boundary-exact student (see ``BoundaryTrajectory``):
+    ``trajectory_anchor`` is the time at which the weight of ``z`` vanishes (default
+    ``t_end``), ``student_input_scale`` multiplies ``z`` before the network.
+    """
+
+    t_start: float
+    t_end: float
+    state_shape: tuple[int, ...]
+    label_dim: int = 0
+    #: integrate the scipy reference in s = ln t (for dynamics that scale like 1/t)
+    reference_log_time: bool = False
+
+    # ----------------------------------------------------------------- the ODE
+    @abstractmethod
+    def f(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The vector field dx/dt at states ``x`` (B, *state_shape) and times ``t`` (B,)."""
+
+    @abstractmethod
+    def sample_initial(
+        self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """Draw ``n`` initial states z (on the CPU, from ``generator``)."""
+
+    def sample_condition(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor | None:
+        """Draw ``n`` conditions (e.g. one-hot class labels), or None for an unconditional system."""
+        return None
+
+    # ------------------------------------------------------- the residual space
+    def to_target(self, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Map a velocity ``v`` at (x, t) to the space where distances are measured."""
+        return v
+
+    def target(
+        self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The teacher's value in target space: ``to_target(x, t, f(x, t, cond))``."""
+        return self.to_target(x, t, self.f(x, t, cond))
+
+    # ------------------------------------------------- student parametrisation
+    @property
+    def trajectory_anchor(self) -> float:
+        return self.t_end
+
+    @property
+    def student_input_scale(self) -> float:
+        return 1.0
+
+    def student_time(self, t: torch.Tensor) -> torch.Tensor:
+        """The time input the student network sees (c_noise); the identity by default."""
+        return t
+
+    # -------------------------------------------------------------- data side
+    def sample_data(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``n`` states from the true distribution at ``t_end``, where it is known."""
+        raise NotImplementedError(f"{type(self).__name__} has no known distribution at t_end")
+
+    def exact_solution(
+        self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x(t) from x(t_start) = z in closed form, where one exists."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form solution")
+
+    @property
+    def has_exact_solution(self) -> bool:
+        return type(self).exact_solution is not ODESystem.exact_solution
+
+    @property
+    def dim(self) -> int:
+        return math.prod(self.state_shape)
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.state_shape) == 3
+
+    @property
+    def direction(self) -> float:
+        return 1.0 if self.t_end > self.t_start else -1.0
+
+
+def one_hot_labels(
+    n: int, label_dim: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``n`` one-hot rows of classes drawn uniformly from ``label_dim``."""
+    idx = torch.randint(0, label_dim, (n,), generator=generator)
+    return torch.nn.functional.one_hot(idx, label_dim).float()

@@ -1,0 +1,108 @@
+"""Build the objects a validated config describes: system, teacher, student, scheme, optimiser."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from odedistill.distances import Distance, make_distance
+from odedistill.errors import UserError
+from odedistill.grids import make_grid
+from odedistill.models.boundary import BoundaryTrajectory
+from odedistill.models.nets import MLP, SmallUNet
+from odedistill.schemes import ResidualScheme, make_scheme
+from odedistill.systems.base import ODESystem
+from odedistill.systems.linear import LinearODE
+from odedistill.systems.probability_flow import ProbabilityFlowODE
+from odedistill.teachers.gaussian_mixture import digits_mixture, grid_mixture, ring_mixture
+from odedistill.training.config import Config
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when available; an unavailable CUDA device is a ``UserError``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(
+            f"'run.device' = {name!r} is not a device; use 'auto', 'cpu' or 'cuda'"
+        ) from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "'run.device' asks for CUDA but no GPU is available; set run.device = 'cpu'"
+        )
+    return device
+
+
+def build_teacher(cfg: Config) -> tuple[nn.Module, tuple[int, ...], int]:
+    """The teacher denoiser, the state shape and the label dimension."""
+    t = cfg.teacher
+    if t.kind == "gaussian_mixture":
+        if t.preset == "ring":
+            D = ring_mixture(t.modes, t.radius, t.std)
+        elif t.preset == "grid":
+            D = grid_mixture(t.modes, t.radius, t.std)
+        else:
+            D = digits_mixture(t.count, t.std)
+        return D, D.state_shape, 0
+    raise UserError(
+        "teacher.kind = 'edm' needs the EDM teacher support (odedistill.teachers.load_teacher), "
+        "which is not installed in this version"
+    )
+
+
+def build_system(cfg: Config, device: torch.device) -> ODESystem:
+    """The ODE the recipe distils, with its teacher on ``device``."""
+    if cfg.system.kind == "linear":
+        return LinearODE()
+    D, shape, label_dim = build_teacher(cfg)
+    D = D.to(device).eval().requires_grad_(False)
+    s = cfg.system
+    return ProbabilityFlowODE(D, shape, s.t_max, s.t_min, s.sigma_data, label_dim)
+
+
+def build_network(cfg: Config, system: ODESystem) -> nn.Module:
+    """The student's raw network F for the system's state shape."""
+    st = cfg.student
+    if st.init == "teacher":
+        raise UserError("student.init = 'teacher' needs an EDM teacher (teacher.kind = 'edm')")
+    if st.net == "mlp":
+        return MLP(system.state_shape, st.width, st.depth, system.label_dim)
+    if not system.is_image:
+        raise UserError(
+            f"student.net = 'unet' needs image states (C, H, W), but the system's states have "
+            f"shape {system.state_shape}; use student.net = 'mlp'"
+        )
+    return SmallUNet(
+        system.state_shape,
+        st.channels,
+        tuple(st.channel_mult),
+        st.blocks,
+        st.attention,
+        label_dim=system.label_dim,
+    )
+
+
+def build_student(cfg: Config, system: ODESystem) -> BoundaryTrajectory:
+    return BoundaryTrajectory.for_system(build_network(cfg, system), system)
+
+
+def build_scheme(cfg: Config) -> ResidualScheme:
+    return make_scheme(cfg.scheme.kind, fused=cfg.scheme.fused)
+
+
+def build_grid(cfg: Config, system: ODESystem, device: torch.device) -> torch.Tensor:
+    """The collocation grid (float64 for the derivative weights) on ``device``."""
+    s = cfg.scheme
+    return make_grid(s.grid, s.N, system.t_start, system.t_end, s.rho).to(device)
+
+
+def build_distance(cfg: Config) -> Distance:
+    return make_distance(cfg.loss.distance, cfg.loss.huber_c)
+
+
+def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
+    o = cfg.optim
+    cls = torch.optim.RAdam if o.name == "radam" else torch.optim.Adam
+    return cls(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
