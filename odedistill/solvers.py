@@ -115,3 +115,56 @@ def solve_reference(
         raise RuntimeError(f"scipy reference solve failed: {sol.message}")
     out = torch.from_numpy(sol.y.T.copy()).reshape(len(times), *shape)
     return out[0] if t_eval is None else out
+
+
+@torch.no_grad()
+def edm_sampler(
+    denoiser,
+    latents: torch.Tensor,
+    class_labels: torch.Tensor | None = None,
+    num_steps: int = 18,
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
+    rho: float = 7.0,
+    S_churn: float = 0.0,
+    S_min: float = 0.0,
+    S_max: float = float("inf"),
+    S_noise: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Karras et al. (2022), Algorithm 2: Heun with optional churn, last step Euler to sigma = 0.
+
+    ``latents`` are unit normal (B, ...); the first state is latents * sigma_max. The sampler
+    makes 2 num_steps - 1 calls of ``denoiser(x, sigma, class_labels=...)`` and works in
+    float64. With S_churn = 0 it is deterministic. Churn noise comes from ``generator``.
+    """
+    steps = karras_sigmas(num_steps, sigma_min, sigma_max, rho).to(latents.device)
+    t_all = torch.cat([steps, torch.zeros(1, dtype=torch.float64, device=latents.device)])
+    x = latents.double() * t_all[0]
+    gamma_max = math.sqrt(2.0) - 1.0
+
+    def D(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        s = torch.full((x.shape[0],), sigma, dtype=torch.float64, device=x.device)
+        return denoiser(x, s, class_labels=class_labels).double()
+
+    for i in range(num_steps):
+        t_cur, t_next = float(t_all[i]), float(t_all[i + 1])
+        gamma = min(S_churn / num_steps, gamma_max) if S_min <= t_cur <= S_max else 0.0
+        t_hat = t_cur + gamma * t_cur
+        if gamma > 0:
+            eps = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.device)
+            x = x + math.sqrt(t_hat**2 - t_cur**2) * S_noise * eps
+        d = (x - D(x, t_hat)) / t_hat
+        x_next = x + (t_next - t_hat) * d
+        if i < num_steps - 1:
+            d2 = (x_next - D(x_next, t_next)) / t_next
+            x_next = x + (t_next - t_hat) * 0.5 * (d + d2)
+        x = x_next
+    return x
+
+
+def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """EDM's noise levels sigma_0 = sigma_max > ... > sigma_{n-1} = sigma_min (float64)."""
+    from odedistill.grids import karras_grid
+
+    return karras_grid(num_steps, sigma_max, sigma_min, rho)

@@ -375,7 +375,7 @@ def _reference(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,7 +532,7 @@ def test_tensor_storage_bytes_go_through_weights_only_load(tmp_path: Path) -> No
     inner = pickle.dumps(_Payload(os.system, f"touch {marker}"), protocol=2)
     path = tmp_path / "storage.pkl"
     path.write_bytes(pickle.dumps(_Payload(torch.storage._load_from_bytes, inner), protocol=4))
-    with pytest.raises(UserError, match="weights-only"):
+    with pytest.raises(UserError, match="weights-only load: .*GLOBAL posix.system"):
         read_edm_pickle(path)
     assert not marker.exists()
     with contextlib.suppress(Exception):  # positive control: torch's own _load_from_bytes runs it

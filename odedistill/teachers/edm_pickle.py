@@ -174,10 +174,12 @@ def _load_from_bytes(data: Any) -> Any:
     try:
         storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... on bad payloads
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")
         raise UserError(
-            f"refused a tensor storage in the pickle (weights-only load: {first})"
-        ) from e
+            f"refused a tensor storage in the pickle (torch weights-only load:"
+            f" {detail or type(e).__name__})"
+        ) from None
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         raise UserError(f"bad tensor storage in the pickle: got {type(storage).__name__}")
     return storage

@@ -180,7 +180,8 @@ def read_converted(path: str | Path) -> EDMCheckpoint:
     version = meta.get("format_version", "")
     if not version.isdigit() or int(version) > FORMAT_VERSION:
         raise UserError(
-            f"{path} has teacher format version {version!r}; this odedistill reads <= 1"
+            f"{path} has teacher format version {version!r};"
+            f" this odedistill reads versions up to {FORMAT_VERSION}"
         )
     init_kwargs = _json(meta, "init_kwargs", path)
     if not isinstance(init_kwargs, dict):
