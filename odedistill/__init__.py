@@ -11,6 +11,7 @@ from odedistill.schemes import Autodiff, Central, ResidualScheme, Upwind, make_s
 from odedistill.solvers import euler, heun, solve_reference
 from odedistill.systems.base import ODESystem
 from odedistill.systems.linear import LinearODE
+from odedistill.systems.pendulum import DampedPendulum
 from odedistill.systems.probability_flow import ProbabilityFlowODE
 from odedistill.teachers.gaussian_mixture import (
     GaussianMixtureDenoiser,
@@ -29,6 +30,7 @@ __all__ = [
     "Central",
     "Distance",
     "GaussianMixtureDenoiser",
+    "DampedPendulum",
     "LinearODE",
     "ODESystem",
     "ProbabilityFlowODE",

@@ -13,6 +13,7 @@ from odedistill.models.nets import MLP, SmallUNet
 from odedistill.schemes import ResidualScheme, make_scheme
 from odedistill.systems.base import ODESystem
 from odedistill.systems.linear import LinearODE
+from odedistill.systems.pendulum import DampedPendulum
 from odedistill.systems.probability_flow import ProbabilityFlowODE
 from odedistill.teachers.gaussian_mixture import digits_mixture, grid_mixture, ring_mixture
 from odedistill.training.config import Config
@@ -56,6 +57,8 @@ def build_system(cfg: Config, device: torch.device) -> ODESystem:
     """The ODE the recipe distils, with its teacher on ``device``."""
     if cfg.system.kind == "linear":
         return LinearODE()
+    if cfg.system.kind == "pendulum":
+        return DampedPendulum()
     D, shape, label_dim = build_teacher(cfg)
     D = D.to(device).eval().requires_grad_(False)
     s = cfg.system

@@ -46,8 +46,8 @@ class RunConfig:
 class SystemConfig:
     kind: str = _f(
         "probability_flow",
-        "the ODE: 'probability_flow' (of the teacher) or 'linear'",
-        choices=("probability_flow", "linear"),
+        "the ODE: 'probability_flow' (of the teacher), 'linear' or 'pendulum'",
+        choices=("probability_flow", "linear", "pendulum"),
     )
     t_max: float = _f(
         80.0, "T, where the probability-flow ODE starts (z ~ N(0, T^2 I))", lo=0, lo_open=True
