@@ -163,7 +163,9 @@ def edm_sampler(
     return x
 
 
-def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+def karras_sigmas(
+    num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0
+) -> torch.Tensor:
     """EDM's noise levels sigma_0 = sigma_max > ... > sigma_{n-1} = sigma_min (float64)."""
     from odedistill.grids import karras_grid
 

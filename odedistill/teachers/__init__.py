@@ -1,7 +1,7 @@
 """Teacher denoisers D(x; σ, class_labels): EDM networks, their checkpoints, exact mixtures."""
 
 from odedistill.teachers.edm_pickle import EDMCheckpoint, read_edm_pickle
-from odedistill.teachers.load import convert, load_teacher, read_converted
+from odedistill.teachers.load import convert, load_teacher, read_converted, save_teacher
 from odedistill.teachers.networks import DhariwalUNet, SongUNet
 from odedistill.teachers.precond import EDMPrecond, VEPrecond, VPPrecond, build_network
 
@@ -17,4 +17,5 @@ __all__ = [
     "load_teacher",
     "read_converted",
     "read_edm_pickle",
+    "save_teacher",
 ]

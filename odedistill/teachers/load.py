@@ -138,8 +138,6 @@ def convert(pkl_path: str | Path, out_path: str | Path, key: str = "ema") -> EDM
         UserError: unreadable or refused pickle, unknown network class, or weights that do not
             match the network the constructor arguments describe.
     """
-    from safetensors.torch import save_file
-
     out_path = Path(out_path)
     if out_path.suffix != ".safetensors":
         raise UserError(f"output must be a .safetensors file, not {out_path.name!r}")
@@ -147,9 +145,39 @@ def convert(pkl_path: str | Path, out_path: str | Path, key: str = "ema") -> EDM
         raise UserError(f"output {out_path} is a directory")
     ckpt = read_edm_pickle(pkl_path, key=key)
     _check_network(ckpt)
-    metadata = _metadata(ckpt, Path(pkl_path).name)
+    _write(ckpt, out_path, Path(pkl_path).name)
+    return ckpt
+
+
+def _write(ckpt: EDMCheckpoint, out_path: Path, source: str) -> None:
+    from safetensors.torch import save_file
+
+    metadata = _metadata(ckpt, source)
     tensors = _unshared(ckpt.state_dict)
     atomic_write(out_path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def save_teacher(
+    net: nn.Module, out_path: str | Path, init_kwargs: dict[str, Any], class_name: str | None = None
+) -> EDMCheckpoint:
+    """Write a denoiser of our EDM classes (e.g. one you trained) as a teacher ``.safetensors``.
+
+    ``init_kwargs`` are the constructor arguments that rebuild ``net`` through
+    ``build_network(class_name, init_kwargs)``; the file loads with :func:`load_teacher`.
+    """
+    out_path = Path(out_path)
+    if out_path.suffix != ".safetensors":
+        raise UserError(f"output must be a .safetensors file, not {out_path.name!r}")
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    ckpt = EDMCheckpoint(
+        class_name=class_name or type(net).__name__,
+        init_kwargs=json.loads(json.dumps(init_kwargs)),
+        state_dict=state,
+        key=None,
+        num_params=sum(p.numel() for p in net.parameters()),
+    )
+    _check_network(ckpt)
+    _write(ckpt, out_path, "odedistill.save_teacher")
     return ckpt
 
 
@@ -229,5 +257,6 @@ def load_teacher(
             f"teacher must be an EDM .pkl or a converted .safetensors, not {path.name!r}"
         )
     net = _instantiate(ckpt)
+    net.init_kwargs = dict(ckpt.init_kwargs)  # lets a student of the same architecture be built
     net = net.to(device=device) if dtype is None else net.to(device=device, dtype=dtype)
     return net.eval().requires_grad_(False)

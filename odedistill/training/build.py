@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -36,8 +39,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_teacher(cfg: Config) -> tuple[nn.Module, tuple[int, ...], int]:
-    """The teacher denoiser, the state shape and the label dimension."""
+EDM_PRETRAINED_URL = "https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/"
+
+
+def build_teacher(cfg: Config, device: torch.device) -> tuple[nn.Module, tuple[int, ...], int]:
+    """The teacher denoiser on ``device``, the state shape and the label dimension."""
     t = cfg.teacher
     if t.kind == "gaussian_mixture":
         if t.preset == "ring":
@@ -46,11 +52,18 @@ def build_teacher(cfg: Config) -> tuple[nn.Module, tuple[int, ...], int]:
             D = grid_mixture(t.modes, t.radius, t.std)
         else:
             D = digits_mixture(t.count, t.std)
-        return D, D.state_shape, 0
-    raise UserError(
-        "teacher.kind = 'edm' needs the EDM teacher support (odedistill.teachers.load_teacher), "
-        "which is not installed in this version"
-    )
+        return D.to(device), D.state_shape, 0
+    from odedistill.teachers import load_teacher
+
+    path = Path(t.path)
+    if not path.is_file():
+        raise UserError(
+            f"teacher checkpoint not found: {path}; download the EDM checkpoint it names from "
+            f"{EDM_PRETRAINED_URL}{path.stem}.pkl (or convert one with 'odedistill convert') and "
+            "set teacher.path; see docs/teachers.md"
+        )
+    D = load_teacher(path, device)
+    return D, (D.img_channels, D.img_resolution, D.img_resolution), D.label_dim
 
 
 def build_system(cfg: Config, device: torch.device) -> ODESystem:
@@ -59,17 +72,39 @@ def build_system(cfg: Config, device: torch.device) -> ODESystem:
         return LinearODE()
     if cfg.system.kind == "pendulum":
         return DampedPendulum()
-    D, shape, label_dim = build_teacher(cfg)
-    D = D.to(device).eval().requires_grad_(False)
+    D, shape, label_dim = build_teacher(cfg, device)
+    D = D.eval().requires_grad_(False)
     s = cfg.system
     return ProbabilityFlowODE(D, shape, s.t_max, s.t_min, s.sigma_data, label_dim)
+
+
+def _without_dropout(net: nn.Module, p: float) -> nn.Module:
+    """Set the dropout rate of EDM blocks (a float attribute 'dropout') to ``p``."""
+    for m in net.modules():
+        if isinstance(getattr(m, "dropout", None), float):
+            m.dropout = p
+    return net
 
 
 def build_network(cfg: Config, system: ODESystem) -> nn.Module:
     """The student's raw network F for the system's state shape."""
     st = cfg.student
-    if st.init == "teacher":
-        raise UserError("student.init = 'teacher' needs an EDM teacher (teacher.kind = 'edm')")
+    teacher = getattr(system, "denoiser", None)
+    if st.net == "teacher" or st.init == "teacher":
+        if st.net != "teacher":
+            raise UserError("student.init = 'teacher' needs student.net = 'teacher'")
+        if teacher is None or not isinstance(getattr(teacher, "model", None), nn.Module):
+            raise UserError(
+                "student.net = 'teacher' copies the teacher's raw network, which only an EDM "
+                "teacher has (teacher.kind = 'edm'); use student.net = 'mlp' or 'unet'"
+            )
+        net = copy.deepcopy(teacher.model)
+        if st.init == "random":
+            from odedistill.teachers.precond import build_network as build_edm
+
+            fresh = build_edm(type(teacher).__name__, teacher.init_kwargs).model
+            net = fresh.to(next(net.parameters()).device)
+        return _without_dropout(net, st.dropout).train().requires_grad_(True)
     if st.net == "mlp":
         return MLP(system.state_shape, st.width, st.depth, system.label_dim)
     if not system.is_image:

@@ -82,12 +82,17 @@ class TeacherConfig:
 @dataclass
 class StudentConfig:
     net: str = _f(
-        "mlp", "the network F: 'mlp' (vectors) or 'unet' (images)", choices=("mlp", "unet")
+        "mlp",
+        "the network F: 'mlp' (vectors), 'unet' (small images) or 'teacher' (the EDM teacher's)",
+        choices=("mlp", "unet", "teacher"),
     )
     init: str = _f(
         "random",
         "'random' or 'teacher' (a copy of the teacher's raw network)",
         choices=("random", "teacher"),
+    )
+    dropout: float = _f(
+        0.0, "teacher architecture: dropout rate of the student (PID: 0)", lo=0, hi=1
     )
     width: int = _f(256, "mlp: hidden width", lo=1)
     depth: int = _f(4, "mlp: residual blocks", lo=1)
