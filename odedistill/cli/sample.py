@@ -1,4 +1,4 @@
-"""``odedistill sample RUN``: one-step samples of a trained student as .npz or a picture."""
+"""``odedistill sample``: samples of a student or an EDM teacher by seed, as EDM's generate.py."""
 
 from __future__ import annotations
 
@@ -9,24 +9,140 @@ import typer
 from odedistill.cli.app import app
 
 
+def _device(device: str | None) -> str:
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 @app.command()
 def sample(
-    run: Path = typer.Argument(..., help="run directory or checkpoint file"),
-    n: int = typer.Option(64, "--n", min=1, help="number of samples"),
-    seed: int = typer.Option(0, "--seed", min=0, help="seed of the initial states"),
-    out: Path = typer.Option(Path("samples.png"), "--out", help=".npz or .png"),
-    weights: str = typer.Option("ema", "--weights", help="'ema' (first rate), 'raw' or a rate"),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+    run: Path = typer.Argument(None, help="run directory or checkpoint file of a student"),
+    teacher: Path = typer.Option(
+        None, "--teacher", help="sample an EDM teacher (.pkl or converted .safetensors) instead"
+    ),
+    seeds: str = typer.Option(None, "--seeds", help="seeds, e.g. 0-49999 or 0,5,10-19"),
+    n: int = typer.Option(None, "--n", help="sugar for --seeds SEED..SEED+N-1 (default 64)"),
+    seed: int = typer.Option(None, "--seed", help="first seed of --n (default 0)"),
+    out: Path = typer.Option(
+        Path("samples.png"),
+        "--out",
+        help="a folder (one PNG per seed), .npz (all samples) or .png (one picture)",
+    ),
+    batch: int = typer.Option(64, "--batch", help="samples per batch"),
+    subdirs: bool = typer.Option(False, "--subdirs", help="PNGs in one subfolder per 1000 seeds"),
+    class_idx: int = typer.Option(None, "--class", help="class label (default: random per seed)"),
+    weights: str = typer.Option(
+        "ema", "--weights", help="student: 'ema' (first rate), 'raw' or a rate"
+    ),
+    steps: int = typer.Option(None, "--steps", help="teacher: Heun steps N (default 18)"),
+    sigma_min: float = typer.Option(
+        None, "--sigma-min", help="teacher: lowest noise level (0.002)"
+    ),
+    sigma_max: float = typer.Option(None, "--sigma-max", help="teacher: highest noise level (80)"),
+    rho: float = typer.Option(None, "--rho", help="teacher: time step exponent (7)"),
+    churn: float = typer.Option(None, "--churn", help="teacher: S_churn (0)"),
+    s_min: float = typer.Option(None, "--s-min", help="teacher: S_min (0)"),
+    s_max: float = typer.Option(None, "--s-max", help="teacher: S_max (inf)"),
+    s_noise: float = typer.Option(None, "--s-noise", help="teacher: S_noise (1)"),
+    device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
-    """Draw one-step samples x(z, t_end) from a trained student."""
+    """Draw samples by seed from a trained student (one step) or a teacher (EDM Algorithm 2).
+
+    Under torchrun (WORLD_SIZE > 1) each rank draws seeds[rank::world_size].
+    """
     from rich.console import Console
 
     from odedistill.errors import UserError
-    from odedistill.sampling import load_student, one_step_samples, save_samples
+    from odedistill.sampling import (
+        StudentSampler,
+        TeacherSampler,
+        format_seeds,
+        init_distributed,
+        load_student,
+        output_kind,
+        parse_seeds,
+        sample_to,
+        shutdown_distributed,
+    )
 
-    if out.suffix not in (".npz", ".png"):
-        raise UserError(f"--out must end in .npz or .png, got {out.name}")
-    model, system = load_student(run, weights, device)
-    x, z, cond = one_step_samples(model, system, n, seed)
-    save_samples(out, x, z, cond, system)
-    Console(stderr=True).print(f"wrote {n} samples to {out}")
+    teacher_opts = {
+        "--steps": steps,
+        "--sigma-min": sigma_min,
+        "--sigma-max": sigma_max,
+        "--rho": rho,
+        "--churn": churn,
+        "--s-min": s_min,
+        "--s-max": s_max,
+        "--s-noise": s_noise,
+    }
+    if run is None and teacher is None:
+        raise UserError("give a RUN (run directory or checkpoint of a student) or --teacher PATH")
+    if run is not None and teacher is not None:
+        raise UserError("give a RUN or --teacher PATH, not both")
+    if run is not None:
+        given = [k for k, v in teacher_opts.items() if v is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} apply to --teacher sampling, not to a student")
+    if seeds is not None and (n is not None or seed is not None):
+        raise UserError("give --seeds or --n/--seed, not both")
+    if n is not None and n < 1:
+        raise UserError(f"--n must be at least 1, got {n}")
+    if seed is not None and seed < 0:
+        raise UserError(f"--seed must be non-negative, got {seed}")
+    if batch < 1:
+        raise UserError(f"--batch must be at least 1, got {batch}")
+    if seeds is None:
+        first = seed or 0
+        seed_list = list(range(first, first + (64 if n is None else n)))
+    else:
+        seed_list = parse_seeds(seeds)
+    if Path(out).suffix not in ("", ".npz", ".png") and not Path(out).is_dir():
+        raise UserError(f"--out must be a folder, .npz or .png, got {out.name}")
+
+    dist, dev = init_distributed(_device(device))
+    try:
+        if teacher is not None:
+            from odedistill.teachers import load_teacher
+
+            if not teacher.is_file():
+                raise UserError(f"teacher checkpoint not found: {teacher}")
+            kwargs = {
+                "num_steps": steps,
+                "sigma_min": sigma_min,
+                "sigma_max": sigma_max,
+                "rho": rho,
+                "S_churn": churn,
+                "S_min": s_min,
+                "S_max": s_max,
+                "S_noise": s_noise,
+            }
+            sampler = TeacherSampler(
+                load_teacher(teacher, dev), **{k: v for k, v in kwargs.items() if v is not None}
+            )
+        else:
+            sampler = StudentSampler(*load_student(run, weights, dev))
+        output_kind(out, sampler)  # check before any sampling
+        sampler.check_class(class_idx)
+        sample_to(
+            out,
+            sampler,
+            seed_list,
+            batch=batch,
+            class_idx=class_idx,
+            subdirs=subdirs,
+            progress=not quiet,
+            dist=dist,
+        )
+        if dist.is_main:
+            Console(stderr=True).print(
+                f"wrote {len(seed_list)} samples (seeds {format_seeds(seed_list)}, "
+                f"{sampler.description}) to {out}",
+                markup=False,
+                highlight=False,
+            )
+    finally:
+        shutdown_distributed()

@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny recipe that trains in a second, and a CLI runner in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = """
+[run]
+name = "tiny"
+seed = 3
+device = "cpu"
+
+[teacher]
+preset = "ring"
+modes = 4
+
+[student]
+net = "mlp"
+width = 32
+depth = 2
+
+[scheme]
+kind = "upwind"
+N = 20
+
+[optim]
+lr = 1e-3
+
+[train]
+batch = 32
+iterations = 40
+ema_rates = [0.9, 0.99]
+log_every = 10
+checkpoint_every = 20
+
+[eval]
+n_heldout = 64
+nfe = [1, 2]
+trajectories = 2
+"""
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """``python -m odedistill ARGS`` in a subprocess, capturing output."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.run(
+        [sys.executable, "-m", "odedistill", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )

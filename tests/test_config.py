@@ -1,0 +1,94 @@
+"""Recipes: validation errors name the key and the fix, exit code 2, nothing written."""
+
+import json
+
+import pytest
+
+from odedistill.errors import UserError
+from odedistill.training.config import (
+    Config,
+    all_keys,
+    apply_overrides,
+    from_dict,
+    load_config,
+    to_toml,
+)
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        (
+            "[train]\niteratons = 5\n",
+            "unknown key 'train.iteratons'; did you mean 'train.iterations'",
+        ),
+        ("[trian]\nbatch = 5\n", "unknown section '[trian]'; did you mean 'train'"),
+        ('[train]\nbatch = "big"\n', "'train.batch' expects an integer, got 'big'"),
+        ("[train]\nbatch = 0\n", "'train.batch' must be >= 1, got 0"),
+        ("[scheme]\nkind = 'centrl'\n", "did you mean 'central'"),
+        ("[optim]\nlr = -1.0\n", "'optim.lr' must be > 0"),
+        ("[train]\nema_rates = [1.5]\n", "'train.ema_rates' expects numbers in (0, 1)"),
+        ("[system]\nt_min = 100.0\n", "'system.t_min' must be smaller than 'system.t_max'"),
+        ("[train\nbatch = 1\n", "TOML syntax error"),
+    ],
+)
+def test_recipe_errors(tmp_path, body, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    with pytest.raises(UserError) as e:
+        load_config(path)
+    assert message in str(e.value)
+    # the command line: exit 2, one line on stderr, no run directory
+    out = tmp_path / "run"
+    r = run_cli("run", str(path), "--out", str(out))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not out.exists()
+
+
+def test_missing_recipe_file(tmp_path):
+    r = run_cli("run", str(tmp_path / "nope.toml"))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "recipe not found" in r.stderr
+
+
+def test_overrides_and_types(tiny_recipe):
+    cfg = load_config(
+        tiny_recipe,
+        ["train.iterations=7", "scheme.kind=central", "train.ema_rates=[0.5]", "optim.lr=1"],
+    )
+    assert cfg.train.iterations == 7 and cfg.scheme.kind == "central"
+    assert cfg.train.ema_rates == [0.5] and cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    with pytest.raises(UserError, match="did you mean 'train.batch'"):
+        load_config(tiny_recipe, ["train.bach=3"])
+    with pytest.raises(UserError, match="key=value"):
+        apply_overrides({}, ["train.batch"])
+
+
+def test_resolved_config_round_trips():
+    cfg = from_dict({"train": {"iterations": 5}})
+    assert from_dict(cfg.to_dict()) == cfg
+    import tomllib
+
+    assert from_dict(tomllib.loads(to_toml(cfg))) == cfg
+    assert len(all_keys()) == sum(len(v) for v in Config().to_dict().values())
+
+
+def test_dry_run_prints_and_writes_nothing(tiny_recipe, tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("run", str(tiny_recipe), "--out", str(out), "--dry-run", "--set", "train.batch=9")
+    assert r.returncode == 0, r.stderr
+    assert "batch = 9" in r.stdout and "[scheme]" in r.stdout
+    assert not out.exists()
+
+
+def test_recipes_in_the_repository_validate():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).parents[1] / "recipes").glob("*.toml"))
+    assert recipes
+    for path in recipes:
+        cfg = load_config(path)
+        assert json.loads(json.dumps(cfg.to_dict()))
