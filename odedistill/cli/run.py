@@ -12,7 +12,10 @@ from odedistill.errors import TrainingDiverged
 
 @app.command()
 def run(
-    recipe: Path = typer.Argument(..., help="TOML recipe, e.g. recipes/quickstart.toml"),
+    recipe: Path = typer.Argument(
+        Path("quickstart"),
+        help="TOML recipe (e.g. recipes/pid_cifar10.toml) or a built-in name (default: quickstart)",
+    ),
     out: Path = typer.Option(None, "--out", help="run directory (default: runs/<run.name>)"),
     set_: list[str] = typer.Option([], "--set", help="override a field: section.key=value"),
     dry_run: bool = typer.Option(

@@ -305,13 +305,29 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+BUILTIN_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def builtin_recipes() -> list[str]:
+    """Names of the recipes shipped inside the package (``odedistill run NAME``)."""
+    return sorted(p.stem for p in BUILTIN_RECIPES.glob("*.toml"))
+
+
+def resolve_recipe(path: str | Path) -> Path:
+    """A recipe path, or the name of a built-in recipe such as 'quickstart'."""
+    path = Path(path)
+    if not path.is_file() and path.suffix == "" and path.name in builtin_recipes():
+        return BUILTIN_RECIPES / f"{path.name}.toml"
+    return path
+
+
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """Parse a TOML recipe into a dict; a missing file or bad syntax is a ``UserError``."""
-    path = Path(path)
+    path = resolve_recipe(path)
     if not path.is_file():
         raise UserError(
-            f"recipe not found: {path} (give the path to a .toml file, e.g. "
-            "recipes/quickstart.toml)"
+            f"recipe not found: {path} (give the path to a .toml file, or a built-in recipe: "
+            f"{', '.join(builtin_recipes())})"
         )
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))

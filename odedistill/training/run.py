@@ -116,7 +116,7 @@ def prepare_config(
 ) -> tuple[Config, Path]:
     """Validate the recipe and decide the run directory, refusing to clobber a run."""
     cfg = load_config(recipe, overrides)
-    run_dir = Path(out) if out else default_run_dir(cfg)
+    run_dir = Path(out) if out is not None else default_run_dir(cfg)
     saved = run_dir / "config.json"
     if resume:
         if not saved.is_file() or latest_checkpoint(run_dir) is None:
