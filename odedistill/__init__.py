@@ -1,5 +1,6 @@
 """odedistill: distil an ODE into a network that solves it in one evaluation (PID, Tee et al. 2024)."""
 
+from odedistill.api import distill
 from odedistill.distances import LPIPS, Distance, PseudoHuber, SquaredL2, make_distance
 from odedistill.errors import TrainingDiverged, UserError
 from odedistill.grids import karras_grid, make_grid, uniform_grid
@@ -44,6 +45,7 @@ __all__ = [
     "UserError",
     "__version__",
     "digits_mixture",
+    "distill",
     "euler",
     "grid_mixture",
     "heun",

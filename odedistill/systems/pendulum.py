@@ -15,7 +15,7 @@ class DampedPendulum(ODESystem):
     written step by step in docs/custom_ode.md.
     """
 
-    def __init__(self, gamma: float = 0.25, T: float = 3.0, spread: float = 1.5) -> None:
+    def __init__(self, gamma: float = 0.25, T: float = 1.5, spread: float = 1.5) -> None:
         self.gamma, self.spread = gamma, spread
         self.t_start, self.t_end = 0.0, T
         self.state_shape = (2,)
