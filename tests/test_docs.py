@@ -37,3 +37,11 @@ def test_shipped_pendulum_matches_the_page():
         shipped.t_end,
         shipped.state_shape,
     )
+
+
+def test_recipe_reference_is_current():
+    from odedistill._docs import recipes_markdown
+
+    assert (DOCS / "recipes.md").read_text() == recipes_markdown(), (
+        "docs/recipes.md is stale: regenerate it with python -m odedistill._docs > docs/recipes.md"
+    )
