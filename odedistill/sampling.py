@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import inspect
 import io
 import json
 import math
@@ -37,14 +36,14 @@ from odedistill.systems.base import ODESystem
 from odedistill.systems.probability_flow import ProbabilityFlowODE
 from odedistill.training.checkpoint import latest_checkpoint, load_checkpoint
 from odedistill.training.config import from_dict
+from odedistill.training.distributed import DistEnv
 from odedistill.training.loop import Session, build_session
-
-SEEDS_HELP = "seeds, one image each, as EDM writes them: 0-49999 or lists like 0,5,10-19"
 
 # ---------------------------------------------------------------------------------------------
 # Seeds and per-seed noise.
 
-_RANGE = re.compile(r"^(\d+)-(\d+)$")
+_RANGE = re.compile(r"^([0-9]+)-([0-9]+)$")
+_NUMBER = re.compile(r"^[0-9]+$")
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -60,7 +59,7 @@ def parse_seeds(spec: str) -> list[int]:
             if hi < lo:
                 raise UserError(f"seed range {part} runs backwards; write {hi}-{lo}")
             seeds.extend(range(lo, hi + 1))
-        elif part.isdigit():
+        elif _NUMBER.match(part):
             seeds.append(int(part))
         else:
             raise UserError(
@@ -225,9 +224,6 @@ class StudentSampler(SeedSampler):
         return Samples(x.cpu(), z.cpu(), None if idx is None else idx.cpu())
 
 
-_SAMPLER_TAKES_RANDN_LIKE = "randn_like" in inspect.signature(edm_sampler).parameters
-
-
 class TeacherSampler(SeedSampler):
     """EDM Algorithm 2 (Heun, churn, NFE = 2N − 1) on a denoiser D(x, σ, class_labels).
 
@@ -235,6 +231,9 @@ class TeacherSampler(SeedSampler):
     drawn from the seed, σ_min and σ_max are clipped to the network's own range, and the
     images are the float64 result of the sampler. The denoiser needs ``img_channels`` and
     ``img_resolution`` (EDM's preconditioners) or a ``state_shape``; ``label_dim`` defaults to 0.
+    EDM's preconditioners cast their input to float32 (fp16 inside where the network asks for
+    it), so an EDM network is called with float32 x and σ here too, its output read back as
+    float64; other denoisers (the exact Gaussian mixture) get the sampler's float64 states.
     """
 
     def __init__(
@@ -265,6 +264,7 @@ class TeacherSampler(SeedSampler):
         self.state_shape = shape
         self.label_dim = int(getattr(net, "label_dim", 0) or 0)
         self.device = _module_device(net)
+        self.float32 = hasattr(net, "img_resolution")
         self.num_steps = num_steps
         self.sigma_min = max(sigma_min, float(getattr(net, "sigma_min", 0.0)))
         self.sigma_max = min(sigma_max, float(getattr(net, "sigma_max", float("inf"))))
@@ -278,20 +278,19 @@ class TeacherSampler(SeedSampler):
         self.description = f"teacher, Heun {num_steps} steps ({nfe} NFE)"
 
     @property
-    def _per_seed_churn(self) -> bool:
-        # Without a per-sample noise hook in edm_sampler, churn noise drawn for a whole batch
-        # would depend on the batch; sampling each seed alone keeps it a function of the seed.
-        return self.S_churn > 0 and not _SAMPLER_TAKES_RANDN_LIKE
-
-    @property
     def noise_device(self) -> torch.device:
-        return torch.device("cpu") if self._per_seed_churn else self.device
+        return self.device
+
+    def _float32_net(
+        self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.net(x.float(), sigma.float(), class_labels=class_labels)
 
     def _run(
         self, latents: torch.Tensor, labels: torch.Tensor | None, **noise: Any
     ) -> torch.Tensor:
         return edm_sampler(
-            self.net,
+            self._float32_net if self.float32 else self.net,
             latents.to(self.device),
             None if labels is None else labels.to(self.device),
             num_steps=self.num_steps,
@@ -309,21 +308,8 @@ class TeacherSampler(SeedSampler):
     def sample(self, rnd: SeedNoise, class_idx: int | None = None) -> Samples:
         latents = rnd.randn(self.state_shape)
         cond, idx = _draw_labels(rnd, self.label_dim, class_idx)
-        if self._per_seed_churn:
-            x = torch.cat(
-                [
-                    self._run(
-                        latents[b : b + 1],
-                        None if cond is None else cond[b : b + 1],
-                        generator=rnd.generators[b],
-                    )
-                    for b in range(len(rnd))
-                ]
-            )
-        elif self.S_churn > 0:
-            x = self._run(latents, cond, randn_like=rnd.randn_like)
-        else:
-            x = self._run(latents, cond)
+        # churn noise comes from each image's own generator, at every step, as in EDM
+        x = self._run(latents, cond, randn_like=rnd.randn_like if self.S_churn > 0 else None)
         z = latents.double() * self.sigma_max
         return Samples(x.cpu(), z.cpu(), None if idx is None else idx.cpu())
 
@@ -429,59 +415,18 @@ def load_student(
 
 
 # ---------------------------------------------------------------------------------------------
-# torchrun.
+# torchrun (the process group itself: odedistill.training.distributed).
 
 
-@dataclass(frozen=True)
-class DistInfo:
-    """This process's place among torchrun's: rank, world size and local rank."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def shard(self, seeds: Sequence[int]) -> list[int]:
-        """This rank's seeds: ``seeds[rank::world_size]``."""
-        return list(seeds)[self.rank :: self.world_size]
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            torch.distributed.barrier()
+def shard_seeds(seeds: Sequence[int], env: DistEnv) -> list[int]:
+    """This rank's seeds: ``seeds[rank::world_size]``, every seed on exactly one rank."""
+    return list(seeds)[env.rank :: env.world_size]
 
 
-def init_distributed(device: str | torch.device) -> tuple[DistInfo, torch.device]:
-    """Join torchrun's process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA).
-
-    Reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from the environment, as
-    torchrun sets them. CUDA ranks use ``cuda:LOCAL_RANK``. One process: nothing happens.
-    """
-    device = torch.device(device)
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world <= 1:
-        return DistInfo(), device
-    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
-    if missing:
-        raise UserError(
-            f"WORLD_SIZE={world} but {', '.join(missing)} is not set; start with torchrun"
-        )
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if not torch.distributed.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend, init_method="env://")
-    return DistInfo(rank, world, local_rank), device
-
-
-def shutdown_distributed() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+def _barrier(env: DistEnv) -> None:
+    """Wait for the ranks of ``env`` (nothing for one process, even inside a larger group)."""
+    if env.world_size > 1:
+        torch.distributed.barrier()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,12 +523,12 @@ def _template(sampler: SeedSampler) -> dict[str, np.ndarray]:
 
 
 def _gather_on_main(
-    out: Path, arrays: dict[str, np.ndarray], dist: DistInfo
+    out: Path, arrays: dict[str, np.ndarray], dist: DistEnv
 ) -> dict[str, np.ndarray] | None:
     """Every rank writes its shard beside ``out``; rank 0 reads them all back (then deletes them)."""
     shard = out.with_name(f".{out.name}.shard{dist.rank}of{dist.world_size}.npz")
     _savez(shard, arrays)
-    dist.barrier()
+    _barrier(dist)
     merged = None
     if dist.is_main:
         paths = [
@@ -622,7 +567,7 @@ def sample_to(
     class_idx: int | None = None,
     subdirs: bool = False,
     progress: bool = True,
-    dist: DistInfo | None = None,
+    dist: DistEnv | None = None,
 ) -> Path:
     """Sample ``seeds`` and write them to ``out``; under torchrun each rank draws its shard.
 
@@ -631,7 +576,7 @@ def sample_to(
     for conditional models, ``labels``, in the order of ``seeds``) or a ``.png`` picture
     (a grid of images, or a scatter of 2-D states).
     """
-    dist = dist or DistInfo()
+    dist = dist or DistEnv()
     out = Path(out)
     seeds = list(seeds)
     if not seeds:
@@ -640,7 +585,7 @@ def sample_to(
     sampler.check_class(class_idx)
     if batch < 1:
         raise UserError(f"--batch must be at least 1, got {batch}")
-    mine = dist.shard(seeds)
+    mine = shard_seeds(seeds, dist)
     where = f" (rank 0 of {dist.world_size})" if dist.world_size > 1 else ""
     parts: list[dict[str, np.ndarray]] = []
     if kind == "dir":
@@ -656,7 +601,7 @@ def sample_to(
                 parts.append(arrays)
             bar.advance(task, len(chunk))
     if kind == "dir":
-        dist.barrier()
+        _barrier(dist)
         return out
     template = parts[0] if parts else _template(sampler)
     merged = _concat(parts, template)
@@ -664,13 +609,11 @@ def sample_to(
         merged = _gather_on_main(out, merged, dist)
     if dist.is_main:
         assert merged is not None
-        order = {seed: i for i, seed in enumerate(seeds)}
-        merged = {
-            k: v[np.argsort([order[int(s)] for s in merged["seeds"]], kind="stable")]
-            for k, v in merged.items()
-        }
+        position = {seed: i for i, seed in enumerate(seeds)}
+        perm = np.argsort([position[int(s)] for s in merged["seeds"]], kind="stable")
+        merged = {k: v[perm] for k, v in merged.items()}
         _write_collected(out, kind, merged, sampler)
-    dist.barrier()
+    _barrier(dist)
     return out
 
 
@@ -690,7 +633,6 @@ def _write_collected(
 
 
 __all__ = [
-    "DistInfo",
     "SeedNoise",
     "SeedSampler",
     "Samples",
@@ -698,11 +640,10 @@ __all__ = [
     "TeacherSampler",
     "format_seeds",
     "generate",
-    "init_distributed",
     "load_student",
     "parse_seeds",
     "png_path",
     "sample_to",
-    "shutdown_distributed",
+    "shard_seeds",
     "weight_names",
 ]

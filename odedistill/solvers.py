@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -131,12 +132,15 @@ def edm_sampler(
     S_max: float = float("inf"),
     S_noise: float = 1.0,
     generator: torch.Generator | None = None,
+    randn_like: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Karras et al. (2022), Algorithm 2: Heun with optional churn, last step Euler to sigma = 0.
 
     ``latents`` are unit normal (B, ...); the first state is latents * sigma_max. The sampler
     makes 2 num_steps - 1 calls of ``denoiser(x, sigma, class_labels=...)`` and works in
-    float64. With S_churn = 0 it is deterministic. Churn noise comes from ``generator``.
+    float64. With S_churn = 0 it is deterministic. Churn noise comes from ``randn_like(x)``
+    when given (e.g. one generator per image, as EDM's generate.py does), else from
+    ``generator``; it is drawn only at steps where churn is applied.
     """
     steps = karras_sigmas(num_steps, sigma_min, sigma_max, rho).to(latents.device)
     t_all = torch.cat([steps, torch.zeros(1, dtype=torch.float64, device=latents.device)])
@@ -152,7 +156,10 @@ def edm_sampler(
         gamma = min(S_churn / num_steps, gamma_max) if S_min <= t_cur <= S_max else 0.0
         t_hat = t_cur + gamma * t_cur
         if gamma > 0:
-            eps = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.device)
+            if randn_like is not None:
+                eps = randn_like(x).to(torch.float64)
+            else:
+                eps = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.device)
             x = x + math.sqrt(t_hat**2 - t_cur**2) * S_noise * eps
         d = (x - D(x, t_hat)) / t_hat
         x_next = x + (t_next - t_hat) * d

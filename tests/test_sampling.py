@@ -15,7 +15,6 @@ import torch
 
 from odedistill.errors import UserError
 from odedistill.sampling import (
-    DistInfo,
     SeedNoise,
     StudentSampler,
     TeacherSampler,
@@ -24,11 +23,13 @@ from odedistill.sampling import (
     parse_seeds,
     png_path,
     sample_to,
+    shard_seeds,
 )
 from odedistill.solvers import edm_sampler
 from odedistill.teachers.gaussian_mixture import GaussianMixtureDenoiser
 from odedistill.teachers.precond import EDMPrecond
 from odedistill.training.config import from_dict
+from odedistill.training.distributed import DistEnv
 from odedistill.training.loop import Trainer, build_session, write_run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +46,15 @@ TEACHER_KWARGS = dict(
     num_blocks=1,
     attn_resolutions=[4],
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks run fastest on one thread, and far faster on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +92,15 @@ def digits_run(tmp_path_factory) -> Path:
     return make_run(tmp_path_factory.mktemp("runs") / "digits")
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "odedistill", *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def _main(*args: str) -> int:
+    """Run the command line in this process; its exit status (0 when it returns)."""
+    from odedistill.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
 
 
 def _read_pngs(folder: Path) -> dict[int, np.ndarray]:
@@ -124,7 +134,7 @@ def test_parse_seeds_rejects_bad_specs(spec):
 
 def test_shards_take_every_seed_exactly_once():
     seeds = parse_seeds("0-10,20")
-    shards = [DistInfo(r, 3).shard(seeds) for r in range(3)]
+    shards = [shard_seeds(seeds, DistEnv(r, 3)) for r in range(3)]
     assert sorted(sum(shards, [])) == seeds
     assert shards[1] == seeds[1::3]
 
@@ -145,7 +155,12 @@ def test_seed_noise_is_edms_stacked_generator():
 
 
 def test_teacher_samples_are_edm_generate_per_seed(teacher):
-    """Each image equals EDM's recipe run alone: latents, then label, from the seed's generator."""
+    """Each image equals EDM's recipe run alone: latents, then label, from the seed's generator;
+    the network is called in float32 as EDM's preconditioner casts it."""
+
+    def edm_precision(x, sigma, class_labels=None):
+        return teacher(x.to(torch.float32), sigma.to(torch.float32), class_labels)
+
     sampler = TeacherSampler(teacher, num_steps=3)
     seeds = [11, 4, 7]
     (_, s), *_ = list(generate(sampler, seeds, batch=3))
@@ -153,7 +168,7 @@ def test_teacher_samples_are_edm_generate_per_seed(teacher):
         g = torch.Generator().manual_seed(seed)
         latents = torch.randn((3, 8, 8), generator=g)[None]
         label = torch.randint(4, (), generator=g)
-        x = edm_sampler(teacher, latents, torch.eye(4)[label][None], num_steps=3)
+        x = edm_sampler(edm_precision, latents, torch.eye(4)[label][None], num_steps=3)
         assert s.labels[b] == label
         torch.testing.assert_close(s.x[b : b + 1], x, rtol=0, atol=1e-10)
 
@@ -162,11 +177,15 @@ def test_teacher_samples_are_edm_generate_per_seed(teacher):
 def test_teacher_image_of_a_seed_does_not_depend_on_the_batch(teacher, churn):
     sampler = TeacherSampler(teacher, num_steps=3, S_churn=churn)
     seeds = [5, 1, 9, 2, 7]
-    one = torch.cat([s.x for _, s in generate(sampler, seeds, batch=5)])
-    split = torch.cat([s.x for _, s in generate(sampler, seeds, batch=2)])
-    alone = torch.cat([s.x for _, s in generate(sampler, seeds[::-1], batch=1)]).flip(0)
-    torch.testing.assert_close(one, split, rtol=0, atol=1e-9)
-    torch.testing.assert_close(one, alone, rtol=0, atol=1e-9)
+    runs = [list(generate(sampler, seeds, batch=5)), list(generate(sampler, seeds, batch=2))]
+    runs.append(list(generate(sampler, seeds[::-1], batch=1))[::-1])
+    one, split, alone = (torch.cat([s.x for _, s in run]) for run in runs)
+    z = [torch.cat([s.z for _, s in run]) for run in runs]
+    torch.testing.assert_close(z[0], z[1], rtol=0, atol=0)  # the noise is bitwise the same
+    torch.testing.assert_close(z[0], z[2], rtol=0, atol=0)
+    # float32 network arithmetic may round differently in other batch sizes
+    torch.testing.assert_close(one, split, rtol=0, atol=1e-4)
+    torch.testing.assert_close(one, alone, rtol=0, atol=1e-4)
     assert (one[0] - one[1]).abs().max() > 0.1  # different seeds, different images
     if churn:  # churn noise is drawn: the images differ from the deterministic sampler's
         plain = torch.cat([s.x for _, s in generate(TeacherSampler(teacher, 3), seeds, 5)])
@@ -207,9 +226,9 @@ def test_student_noise_is_the_teachers_latents_times_T(digits_run):
         g = torch.Generator().manual_seed(seed)
         torch.testing.assert_close(z[b], torch.randn((1, 8, 8), generator=g) * 80.0)
     with torch.no_grad():
-        torch.testing.assert_close(x, model.sample(z).clamp(-1, 1), rtol=0, atol=1e-6)
+        torch.testing.assert_close(x, model.sample(z).clamp(-1, 1), rtol=0, atol=1e-5)
     single = torch.cat([s.x for _, s in generate(sampler, seeds[::-1], batch=1)]).flip(0)
-    torch.testing.assert_close(single, x, rtol=0, atol=1e-6)
+    torch.testing.assert_close(single, x, rtol=0, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,49 +331,55 @@ def test_two_gloo_ranks_write_every_seed_once_and_match_one_process(digits_run, 
     assert [r.returncode for r in ranks] == [0, 0], ranks[0].stderr + ranks[1].stderr
     ranks = _two_ranks(*common, "--out", str(tmp_path / "two.npz"), "--quiet")
     assert [r.returncode for r in ranks] == [0, 0], ranks[0].stderr + ranks[1].stderr
-    one = _cli(*common, "--out", str(tmp_path / "one"), "--subdirs", "--batch", "3", "--quiet")
-    assert one.returncode == 0, one.stderr
+    assert _main(*common, "--out", str(tmp_path / "one"), "--subdirs", "--batch", "3") == 0
 
     files = sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*.png"))
     assert [p.stem for p in files] == [f"{s:06d}" for s in parse_seeds(seeds)]  # once each
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]  # no temporaries
     two, single = _read_pngs(tmp_path / "two"), _read_pngs(tmp_path / "one")
     assert sorted(two) == sorted(single) == parse_seeds(seeds)
-    for seed in single:
-        np.testing.assert_array_equal(two[seed], single[seed])
+    # The noise of a seed is bitwise the same; float32 convolutions over batches of different
+    # sizes may round differently, which can move a rare pixel by one level.
+    a = np.stack([two[s] for s in single]).astype(int)
+    b = np.stack([single[s] for s in single]).astype(int)
+    assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.01
+    assert np.abs(a - a[:1]).max() > 10  # seeds give different images
     with np.load(tmp_path / "two.npz") as z:
         assert z["seeds"].tolist() == parse_seeds(seeds)
         for seed, image in zip(z["seeds"], z["images"], strict=True):
-            np.testing.assert_array_equal(image, single[int(seed)])
+            np.testing.assert_array_equal(image, two[int(seed)])  # same batches, same pixels
 
 
 def test_cli_n_and_seed_are_sugar_for_seeds_and_png_is_a_grid(digits_run, tmp_path):
-    a = _cli("sample", str(digits_run), "--n", "5", "--seed", "3", "--out", str(tmp_path / "a.npz"))
-    b = _cli("sample", str(digits_run), "--seeds", "3-7", "--out", str(tmp_path / "b.npz"))
-    c = _cli("sample", str(digits_run), "--n", "16", "--out", str(tmp_path / "grid.png"))
-    assert a.returncode == b.returncode == c.returncode == 0, a.stderr + b.stderr + c.stderr
+    assert (
+        _main(
+            "sample", str(digits_run), "--n", "5", "--seed", "3", "--out", str(tmp_path / "a.npz")
+        )
+        == 0
+    )
+    assert _main("sample", str(digits_run), "--seeds", "3-7", "--out", str(tmp_path / "b.npz")) == 0
+    assert _main("sample", str(digits_run), "--n", "16", "--out", str(tmp_path / "grid.png")) == 0
     with np.load(tmp_path / "a.npz") as za, np.load(tmp_path / "b.npz") as zb:
         assert za["seeds"].tolist() == [3, 4, 5, 6, 7]
         np.testing.assert_array_equal(za["images"], zb["images"])
     assert PIL.Image.open(tmp_path / "grid.png").size == (4 * 37, 4 * 37)  # 4x4 of 8 px, 4x
 
 
-def test_cli_two_dimensional_run_writes_npz_and_a_scatter(tmp_path):
+def test_cli_two_dimensional_run_writes_npz_and_a_scatter(tmp_path, capsys):
     run = make_run(
         tmp_path / "ring",
         teacher={"preset": "ring", "count": 0},
         student={"net": "mlp", "width": 16, "depth": 1},
     )
-    npz = _cli("sample", str(run), "--n", "50", "--out", str(tmp_path / "s.npz"), "--quiet")
-    png = _cli("sample", str(run), "--n", "50", "--out", str(tmp_path / "s.png"), "--quiet")
-    assert npz.returncode == png.returncode == 0, npz.stderr + png.stderr
+    assert _main("sample", str(run), "--n", "50", "--out", str(tmp_path / "s.npz")) == 0
+    assert _main("sample", str(run), "--n", "50", "--out", str(tmp_path / "s.png")) == 0
     with np.load(tmp_path / "s.npz") as z:
         assert z["samples"].shape == z["z"].shape == (50, 2)
         g = torch.Generator().manual_seed(7)
         np.testing.assert_allclose(z["z"][7], (torch.randn(1, 2, generator=g) * 80)[0].numpy())
     assert (tmp_path / "s.png").stat().st_size > 0
-    folder = _cli("sample", str(run), "--n", "5", "--out", str(tmp_path / "pngs"))
-    assert folder.returncode == 2 and "image states" in folder.stderr
+    assert _main("sample", str(run), "--n", "5", "--out", str(tmp_path / "pngs")) == 2
+    assert "image states" in capsys.readouterr().err
     assert not (tmp_path / "pngs").exists()
 
 
@@ -365,9 +390,9 @@ def test_cli_teacher_file(teacher, tmp_path):
     init = {k: v for k, v in TEACHER_KWARGS.items()}
     path = tmp_path / "teacher.safetensors"
     load.save_teacher(teacher, path, init, class_name="EDMPrecond")
-    run = _cli("sample", "--teacher", str(path), "--seeds", "0-3", "--steps", "2",
-               "--out", str(tmp_path / "t.npz"), "--device", "cpu", "--quiet")  # fmt: skip
-    assert run.returncode == 0, run.stderr
+    out = tmp_path / "t.npz"
+    args = ["--seeds", "0-3", "--steps", "2", "--out", str(out), "--device", "cpu"]
+    assert _main("sample", "--teacher", str(path), *args) == 0
     sampler = TeacherSampler(teacher, num_steps=2)
     x = torch.cat([s.x for _, s in generate(sampler, range(4))])
     with np.load(tmp_path / "t.npz") as z:
@@ -392,12 +417,9 @@ def test_cli_teacher_file(teacher, tmp_path):
 def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(
     digits_run, tmp_path, capsys, args, message
 ):
-    from odedistill.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main([a.format(tmp=tmp_path, run=digits_run) for a in args])
+    code = _main(*[a.format(tmp=tmp_path, run=digits_run) for a in args])
     err = capsys.readouterr().err
-    assert e.value.code == 2, err
+    assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("error:")
     assert message in err
     assert list(tmp_path.iterdir()) == []

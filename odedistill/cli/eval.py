@@ -32,11 +32,11 @@ def eval_command(
     Under torchrun (WORLD_SIZE > 1) the seeds are sharded across ranks.
     """
     import torch
-    from rich.console import Console
 
     from odedistill.errors import UserError
     from odedistill.evaluation.run_eval import FID_CSV, FID_JSON, best, evaluate_run
-    from odedistill.sampling import init_distributed, parse_seeds, shutdown_distributed
+    from odedistill.sampling import parse_seeds
+    from odedistill.training import distributed
 
     if batch < 1:
         raise UserError(f"--batch must be at least 1, got {batch}")
@@ -46,7 +46,7 @@ def eval_command(
     if not run.is_dir():
         raise UserError(f"no run directory at {run}")
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dist, dev_t = init_distributed(dev)
+    dist, dev_t, _ = distributed.init_from_env(torch.device(dev))
     try:
         records = evaluate_run(
             run,
@@ -68,6 +68,6 @@ def eval_command(
             message = f"wrote {run / FID_JSON} and {run / FID_CSV}"
             if top is not None:
                 message += f"; best: step {top['step']} {top['weights']} FID {top['fid']:g}"
-            Console(stderr=True).print(message, markup=False, highlight=False)
+            typer.echo(message, err=True)
     finally:
-        shutdown_distributed()
+        distributed.shutdown()

@@ -52,22 +52,21 @@ def sample(
 ) -> None:
     """Draw samples by seed from a trained student (one step) or a teacher (EDM Algorithm 2).
 
-    Under torchrun (WORLD_SIZE > 1) each rank draws seeds[rank::world_size].
+    Under torchrun (WORLD_SIZE > 1) rank r draws entries r, r + WORLD_SIZE, ... of the seed list.
     """
-    from rich.console import Console
+    import torch
 
     from odedistill.errors import UserError
     from odedistill.sampling import (
         StudentSampler,
         TeacherSampler,
         format_seeds,
-        init_distributed,
         load_student,
         output_kind,
         parse_seeds,
         sample_to,
-        shutdown_distributed,
     )
+    from odedistill.training import distributed
 
     teacher_opts = {
         "--steps": steps,
@@ -103,7 +102,7 @@ def sample(
     if Path(out).suffix not in ("", ".npz", ".png") and not Path(out).is_dir():
         raise UserError(f"--out must be a folder, .npz or .png, got {out.name}")
 
-    dist, dev = init_distributed(_device(device))
+    dist, dev, _ = distributed.init_from_env(torch.device(_device(device)))
     try:
         if teacher is not None:
             from odedistill.teachers import load_teacher
@@ -138,11 +137,10 @@ def sample(
             dist=dist,
         )
         if dist.is_main:
-            Console(stderr=True).print(
+            typer.echo(
                 f"wrote {len(seed_list)} samples (seeds {format_seeds(seed_list)}, "
                 f"{sampler.description}) to {out}",
-                markup=False,
-                highlight=False,
+                err=True,
             )
     finally:
-        shutdown_distributed()
+        distributed.shutdown()

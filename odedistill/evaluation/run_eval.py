@@ -26,7 +26,6 @@ from odedistill.evaluation.fid import (
 )
 from odedistill.models.base import TrajectoryModel
 from odedistill.sampling import (
-    DistInfo,
     SeedSampler,
     StudentSampler,
     format_seeds,
@@ -34,10 +33,12 @@ from odedistill.sampling import (
     load_weights,
     read_checkpoint,
     session_of,
+    shard_seeds,
     weight_names,
 )
 from odedistill.systems.base import ODESystem
 from odedistill.training.checkpoint import list_checkpoints
+from odedistill.training.distributed import DistEnv
 from odedistill.training.loop import Session
 
 FID_JSON = "fid.json"
@@ -81,7 +82,7 @@ class FIDScorer:
         batch: int = 64,
         device: str | torch.device = "cpu",
         progress: bool = True,
-        dist: DistInfo | None = None,
+        dist: DistEnv | None = None,
     ) -> None:
         if batch < 1:
             raise UserError(f"--batch must be at least 1, got {batch}")
@@ -94,7 +95,7 @@ class FIDScorer:
         self.detector = load_detector(detector, self.device)
         self.batch = batch
         self.progress = progress
-        self.dist = dist or DistInfo()
+        self.dist = dist or DistEnv()
         self.feature_dim: int | None = None
 
     def check(self, sampler: SeedSampler) -> None:
@@ -116,7 +117,7 @@ class FIDScorer:
     def stats(self, sampler: SeedSampler, description: str = "FID") -> FeatureStats:
         """Feature statistics of the sampler's images for every seed (all ranks together)."""
         self.check(sampler)
-        mine = self.dist.shard(self.seeds)
+        mine = shard_seeds(self.seeds, self.dist)
         batches = (to_uint8(s.x) for _, s in generate(sampler, mine, self.batch))
         stats = compute_feature_stats(
             batches,
@@ -281,7 +282,7 @@ def evaluate_checkpoint(
     device: str | torch.device | None = None,
     progress: bool = False,
     scorer: FIDScorer | None = None,
-    dist: DistInfo | None = None,
+    dist: DistEnv | None = None,
     write: bool = True,
 ) -> list[dict[str, Any]]:
     """FID of the weights ``weights`` names in one checkpoint; appended to fid.json and fid.csv.
@@ -302,7 +303,7 @@ def evaluate_checkpoint(
     Returns:
         One record per weights: step, weights, fid, num_images, seeds, ref, detector, checkpoint.
     """
-    dist = dist or DistInfo()
+    dist = dist or DistEnv()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if isinstance(checkpoint, int):
         path = dict(select_checkpoints(run_dir, "all")).get(checkpoint)
@@ -345,14 +346,14 @@ def evaluate_run(
     batch: int = 64,
     device: str | torch.device | None = None,
     progress: bool = True,
-    dist: DistInfo | None = None,
+    dist: DistEnv | None = None,
 ) -> list[dict[str, Any]]:
     """``odedistill eval``: FID of the named weights of the named checkpoints of a run.
 
     Every input is checked before the first image is drawn; results are merged into fid.json
     and fid.csv after each checkpoint, so an interrupted evaluation keeps what it finished.
     """
-    dist = dist or DistInfo()
+    dist = dist or DistEnv()
     run_dir = Path(run_dir)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if seeds is None:
