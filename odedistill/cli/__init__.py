@@ -21,7 +21,7 @@ _EXITS = (click.exceptions.Exit, typer.Exit)
 _ABORTS = (click.exceptions.Abort, typer.Abort)
 
 # Each module registers its commands on ``app`` when imported.
-_COMMAND_MODULES = ("run", "sample", "fid", "convert", "eval")
+_COMMAND_MODULES = ("run", "sample", "fid", "convert", "eval", "bench")
 
 
 def _version_callback(value: bool) -> None:
