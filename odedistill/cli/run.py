@@ -24,7 +24,12 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="continue the run in the run directory"),
     no_progress: bool = typer.Option(False, "--no-progress", help="hide the progress bar"),
 ) -> None:
-    """Train a one-step student with the PID loss, then evaluate it."""
+    """Train a one-step student with the PID loss, then evaluate it.
+
+    The same command runs data-parallel under torchrun, e.g.
+    torchrun --standalone --nproc_per_node 8 -m odedistill run recipes/pid_cifar10.toml
+    (docs/scale.md).
+    """
     from odedistill.cli import fail
     from odedistill.training.run import run_recipe
 

@@ -1,0 +1,1 @@
+"""Training: recipes, the PID loop, checkpoints, EMAs, data parallelism and mixed precision."""

@@ -64,8 +64,9 @@ class SystemConfig:
 class TeacherConfig:
     kind: str = _f(
         "gaussian_mixture",
-        "'gaussian_mixture' (exact) or 'edm' (a checkpoint)",
-        choices=("gaussian_mixture", "edm"),
+        "'gaussian_mixture' (exact), 'edm' (a checkpoint) or 'edm_random' (an untrained EDM "
+        "network of architecture teacher.arch: a stand-in for tests and benchmarks)",
+        choices=("gaussian_mixture", "edm", "edm_random"),
     )
     preset: str = _f(
         "ring",
@@ -77,6 +78,30 @@ class TeacherConfig:
     std: float = _f(0.05, "standard deviation of every mixture component", lo=0)
     count: int = _f(0, "digits: how many images become means (0 = all 1797)", lo=0)
     path: str = _f("", "edm: path to a released .pkl or a converted .safetensors")
+    arch: str = _f(
+        "ddpmpp",
+        "edm_random: EDM's configuration 'ddpmpp' (CIFAR-10 VP), 'ncsnpp' (CIFAR-10 VE) or "
+        "'adm' (ImageNet-64)",
+        choices=("ddpmpp", "ncsnpp", "adm"),
+    )
+    img_resolution: int = _f(
+        0,
+        "edm_random: image size (0 = the configuration's: 32, or 64 for adm); attention "
+        "stays at the same fractions of it",
+        lo=0,
+    )
+    label_dim: int = _f(
+        -1, "edm_random: classes (-1 = the configuration's: 0, or 1000 for adm)", lo=-1
+    )
+    model_channels: int = _f(
+        0, "edm_random: base channels (0 = the configuration's: 128, or 192 for adm)", lo=0
+    )
+    channel_mult: list[int] = _f(
+        [], "edm_random: channel multiplier per resolution ([] = the configuration's)"
+    )
+    num_blocks: int = _f(
+        0, "edm_random: residual blocks per resolution (0 = the configuration's: 4, or 3)", lo=0
+    )
 
 
 @dataclass
@@ -139,12 +164,35 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    batch: int = _f(256, "samples per iteration", lo=1)
+    batch: int = _f(256, "samples per iteration, over all processes (the global batch)", lo=1)
+    micro_batch: int = _f(
+        0,
+        "samples per forward/backward pass on one process; gradients accumulate over the "
+        "process's share of the batch (0 = the whole share in one pass)",
+        lo=0,
+    )
     iterations: int = _f(1000, "optimiser steps", lo=1)
     ema_rates: list[float] = _f([0.999], "EMA decay rates kept beside the weights")
     log_every: int = _f(50, "iterations between lines of metrics.jsonl", lo=1)
     checkpoint_every: int = _f(1000, "iterations between checkpoints (and one at the end)", lo=1)
     keep_checkpoints: int = _f(2, "how many recent checkpoints to keep", lo=1)
+    sample_every: int = _f(
+        0,
+        "iterations between sample grids from fixed seeds, samples/step-XXXXXXXX.png (0 = off)",
+        lo=0,
+    )
+    precision: str = _f(
+        "fp32",
+        "'fp32', 'bf16' or 'fp16': autocast of the networks with fp32 master weights "
+        "(fp16 adds loss scaling); the residual arithmetic stays fp32",
+        choices=("fp32", "bf16", "fp16"),
+    )
+    tf32: bool = _f(False, "CUDA: allow TF32 tensor cores for fp32 matmuls and convolutions")
+    channels_last: bool = _f(False, "image networks: channels-last (NHWC) memory layout")
+    compile: bool = _f(False, "torch.compile the student and teacher networks")
+    checkpoint_activations: bool = _f(
+        False, "recompute the student's activations in the backward pass (saves memory)"
+    )
 
 
 @dataclass
@@ -276,6 +324,13 @@ def _check_consistency(cfg: Config, source: str) -> None:
             f"{source}: 'eval.ema' = {cfg.eval.ema} is not one of 'train.ema_rates' "
             f"{cfg.train.ema_rates}; use -1 for the first rate or 0 for the raw weights"
         )
+    if cfg.train.micro_batch > cfg.train.batch:
+        raise UserError(
+            f"{source}: 'train.micro_batch' = {cfg.train.micro_batch} exceeds 'train.batch' = "
+            f"{cfg.train.batch}; use 0 for one pass"
+        )
+    if not all(m >= 1 for m in cfg.teacher.channel_mult):
+        raise UserError(f"{source}: 'teacher.channel_mult' expects positive integers")
     if cfg.teacher.kind == "edm" and not cfg.teacher.path:
         raise UserError(f"{source}: 'teacher.path' is required when teacher.kind = 'edm'")
 

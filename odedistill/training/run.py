@@ -14,9 +14,16 @@ from odedistill.evaluation import plots
 from odedistill.evaluation.report import evaluate, write_eval
 from odedistill.models.base import TrajectoryModel
 from odedistill.solvers import solve_reference
+from odedistill.training import build, distributed
 from odedistill.training.checkpoint import latest_checkpoint
 from odedistill.training.config import Config, from_dict, load_config, to_toml
-from odedistill.training.loop import Session, Trainer, build_session, write_run_config
+from odedistill.training.loop import (
+    Session,
+    Trainer,
+    build_session,
+    chosen_student,
+    write_run_config,
+)
 
 #: fields a resumed run may change; everything else must match the saved config
 RESUMABLE_CHANGES = (
@@ -24,6 +31,12 @@ RESUMABLE_CHANGES = (
     "train.log_every",
     "train.checkpoint_every",
     "train.keep_checkpoints",
+    "train.sample_every",
+    "train.micro_batch",
+    "train.tf32",
+    "train.channels_last",
+    "train.compile",
+    "train.checkpoint_activations",
     "run.device",
 )
 
@@ -42,13 +55,6 @@ def students_of(session: Session) -> dict[str, TrajectoryModel]:
     for key, model in session.ema.models.items():
         out[f"ema{key}"] = model
     return out
-
-
-def chosen_student(cfg: Config) -> str:
-    if cfg.eval.ema == 0.0 or not cfg.train.ema_rates:
-        return "raw"
-    rate = cfg.train.ema_rates[0] if cfg.eval.ema == -1.0 else cfg.eval.ema
-    return f"ema{float(rate)!r}"
 
 
 @torch.no_grad()
@@ -153,26 +159,51 @@ def run_recipe(
     show_progress: bool = True,
     console: Console | None = None,
 ) -> dict[str, Any] | None:
-    """The ``odedistill run`` command as a function. Returns the eval report (or None)."""
-    console = console or Console(stderr=True)
+    """The ``odedistill run`` command as a function. Returns the eval report (or None).
+
+    Under torchrun (WORLD_SIZE > 1) every process calls it: they join one process group,
+    train data-parallel, and only rank 0 prints, writes the run directory and evaluates.
+    """
+    main = distributed.env_rank() == 0
+    console = console or Console(stderr=True, quiet=not main)
     cfg, run_dir = prepare_config(recipe, overrides or [], out, resume)
     if dry_run:
-        Console().print(to_toml(cfg), markup=False, highlight=False)
-        console.print(f"# run directory: {run_dir} (dry run: nothing written)")
+        if main:
+            Console().print(to_toml(cfg), markup=False, highlight=False)
+            console.print(f"# run directory: {run_dir} (dry run: nothing written)")
         return None
-    session = build_session(cfg)
+    env, device, owned = distributed.init_from_env(build.resolve_device(cfg.run.device))
+    try:
+        return _train_and_evaluate(cfg, run_dir, device, env, resume, show_progress, console)
+    finally:
+        if owned:
+            distributed.shutdown()
+
+
+def _train_and_evaluate(
+    cfg: Config,
+    run_dir: Path,
+    device: torch.device,
+    env: distributed.DistEnv,
+    resume: bool,
+    show_progress: bool,
+    console: Console,
+) -> dict[str, Any] | None:
+    session = build_session(cfg, device)
     trainer = Trainer(session, run_dir)
     if resume:
         step = trainer.resume()
         console.print(f"resuming {run_dir} from step {step}")
-    write_run_config(cfg, run_dir)
+    if env.is_main:
+        write_run_config(cfg, run_dir)
+    world = f", {env.world_size} processes" if env.enabled else ""
     console.print(
         f"[bold]odedistill[/] {cfg.run.name}: {cfg.scheme.kind} scheme, N={cfg.scheme.N}, "
         f"{sum(p.numel() for p in session.model.parameters()):,} parameters, "
-        f"device {session.device} -> {run_dir}"
+        f"{cfg.train.precision}, device {session.device}{world} -> {run_dir}"
     )
-    trainer.run(show_progress=show_progress, console=console)
-    if not cfg.eval.enabled:
+    trainer.run(show_progress=show_progress and env.is_main, console=console)
+    if not cfg.eval.enabled or not env.is_main:
         return None
     report = finish_run(session, run_dir, console)
     s = report["samplers"]["student"]
