@@ -260,3 +260,50 @@ def test_eval_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert message in err
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     assert not (run / FID_JSON).exists() and not (run / FID_CSV).exists()
+
+
+def test_fid_during_training(setup, tmp_path):
+    """eval.fid_every scores each K-th checkpoint while training, into fid.json and metrics."""
+    from odedistill.training.run import run_recipe
+
+    recipe = tmp_path / "fid.toml"
+    recipe.write_text(
+        RECIPE.replace("checkpoint_every = 3", "checkpoint_every = 2").replace(
+            "iterations = 5", "iterations = 4"
+        )
+        + f'fid_every = 2\nfid_num = 8\nfid_ref = "{setup["ref"]}"\nfid_detector = "{setup["detector"]}"\n'
+    )
+    run_recipe(recipe, out=tmp_path / "run", show_progress=False)
+    records = read_results(tmp_path / "run")
+    assert sorted((r["step"], r["weights"]) for r in records) == sorted(
+        (s, w) for s in (2, 4) for w in WEIGHTS
+    )
+    assert all(math.isfinite(r["fid"]) and r["num_images"] == 8 for r in records)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [x for x in lines if "fid" in x]
+    assert [x["step"] for x in logged] == [2, 4] and set(logged[0]["fid"]) == set(WEIGHTS)
+    # a training run with FID on scores the same as eval afterwards (the RNG is untouched)
+    again = evaluate_checkpoint(
+        tmp_path / "run",
+        4,
+        ref=setup["ref"],
+        detector=setup["detector"],
+        num=8,
+        weights="raw",
+        device="cpu",
+        write=False,
+    )
+    assert again[0]["fid"] == pytest.approx(logged[1]["fid"]["raw"], rel=1e-9)
+
+
+def test_fid_during_training_needs_its_files(tmp_path):
+    from odedistill.errors import UserError
+    from odedistill.training.config import load_config
+
+    recipe = tmp_path / "fid.toml"
+    recipe.write_text(RECIPE + "fid_every = 3\n")
+    with pytest.raises(UserError, match="'eval.fid_every' needs 'eval.fid_ref'"):
+        load_config(recipe)
+    recipe.write_text(RECIPE + 'fid_every = 4\nfid_ref = "r.npz"\nfid_detector = "d.pt"\n')
+    with pytest.raises(UserError, match="multiple of 'train.checkpoint_every'"):
+        load_config(recipe)

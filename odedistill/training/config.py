@@ -40,6 +40,9 @@ class RunConfig:
     name: str = _f("run", "name of the run (the default run directory is runs/<name>)")
     seed: int = _f(0, "seed for initialisation and for the noise stream", lo=0)
     device: str = _f("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:K'")
+    threads: int = _f(
+        0, "CPU threads for torch (0 = torch's default; 1 is fastest on a busy machine)", lo=0
+    )
 
 
 @dataclass
@@ -204,6 +207,15 @@ class EvalConfig:
     ema: float = _f(-1.0, "EMA rate whose weights are 'student' (-1 = the first rate, 0 = raw)")
     trajectories: int = _f(8, "student trajectories drawn in samples.png", lo=0)
     grid_size: int = _f(8, "images: rows and columns of the sample grids", lo=1)
+    fid_every: int = _f(
+        0,
+        "FID of the checkpoint every K iterations (0 = off; a multiple of checkpoint_every)",
+        lo=0,
+    )
+    fid_ref: str = _f("", "FID during training: reference statistics .npz (mu, sigma)")
+    fid_detector: str = _f("", "FID during training: the TorchScript Inception detector file")
+    fid_num: int = _f(10000, "FID during training: images from seeds 0 .. fid_num - 1", lo=2)
+    fid_weights: str = _f("all", "FID during training: 'all', 'ema', 'raw' or a rate")
 
 
 @dataclass
@@ -240,7 +252,8 @@ def _closest(name: str, options: list[str]) -> str:
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+        inner = _type_name(typing.get_args(tp)[0]).removeprefix("a ").removeprefix("an ")
+        return f"a list of {'booleans' if inner == 'true or false' else inner + 's'}"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         tp, str(tp)
     )
@@ -311,6 +324,18 @@ def from_dict(raw: dict[str, Any], source: str = "recipe") -> Config:
 
 
 def _check_consistency(cfg: Config, source: str) -> None:
+    e = cfg.eval
+    if e.fid_every:
+        if not (e.fid_ref and e.fid_detector):
+            raise UserError(
+                f"{source}: 'eval.fid_every' needs 'eval.fid_ref' and 'eval.fid_detector' "
+                "(see docs/evaluation.md)"
+            )
+        if e.fid_every % cfg.train.checkpoint_every:
+            raise UserError(
+                f"{source}: 'eval.fid_every' must be a multiple of 'train.checkpoint_every' "
+                f"({cfg.train.checkpoint_every}), since FID is computed from a checkpoint"
+            )
     if cfg.system.t_min >= cfg.system.t_max:
         raise UserError(f"{source}: 'system.t_min' must be smaller than 'system.t_max'")
     if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):

@@ -81,6 +81,8 @@ class Session:
 def build_session(cfg: Config, device: torch.device | None = None) -> Session:
     """Seed, then build system, student, EMAs, scheme and grid for ``cfg``."""
     device = device or build.resolve_device(cfg.run.device)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
     torch.manual_seed(cfg.run.seed)
     system = build.build_system(cfg, device)
     model = build.build_student(cfg, system).to(device)
@@ -227,6 +229,7 @@ class Trainer:
         self.scaler = self.precision.make_scaler()
         self.step = 0
         self.last_checkpoint: Path | None = None
+        self._fid: Any = None  # the FID scorer of eval.fid_every, loaded on first use
 
     def _prepare_networks(self) -> None:
         """Apply the run's precision, memory layout, checkpointing and compilation options."""
@@ -416,6 +419,34 @@ class Trainer:
             batch=max(self.micro, 1),
         )
 
+    def log_fid(self, metrics: Any) -> None:
+        """FID of the checkpoint just saved, into fid.json/fid.csv and a metrics line (all ranks)."""
+        from odedistill.evaluation.run_eval import FIDScorer, default_seeds, evaluate_checkpoint
+
+        e = self.cfg.eval
+        if self._fid is None:
+            self._fid = FIDScorer(
+                e.fid_ref,
+                e.fid_detector,
+                default_seeds(e.fid_num),
+                device=self.s.device,
+                progress=False,
+                dist=self.dist,
+            )
+        distributed.barrier()  # rank 0's checkpoint is on disk
+        records = evaluate_checkpoint(
+            self.run_dir,
+            self.last_checkpoint or self.step,
+            weights=e.fid_weights,
+            device=self.s.device,
+            scorer=self._fid,
+            dist=self.dist,
+        )
+        if self.dist.is_main:
+            fids = {r["weights"]: r["fid"] for r in records}
+            metrics.write(json.dumps({"step": self.step, "fid": fids}) + "\n")
+            metrics.flush()
+
     def write_run_info(self) -> Path:
         tc = self.cfg.train
         info = monitor.run_info(
@@ -529,4 +560,7 @@ class Trainer:
                     self.write_samples()
                 if self.step % tc.checkpoint_every == 0 or self.step == total:
                     self.save()
+                    fid_every = self.cfg.eval.fid_every
+                    if fid_every and self.step % fid_every == 0:
+                        self.log_fid(metrics)
         distributed.barrier()  # every rank returns once rank 0's files are written
