@@ -83,13 +83,14 @@ def plot_2d(
     panels: dict[str, torch.Tensor],
     path: str | Path,
     trajectories: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    traj_title: str = "trajectories (student -, exact --)",
 ) -> Path:
     """Scatter panels of 2-D samples, plus one panel of student (solid) vs exact (dashed) paths.
 
     ``trajectories`` = (times (T,), student (T, n, 2), exact (T, n, 2)).
     """
     k = len(panels) + (trajectories is not None)
-    fig, axes = plt.subplots(1, k, figsize=(3.4 * k, 3.5), sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, k, figsize=(3.4 * k, 3.5))
     axes = np.atleast_1d(axes)
     pts = torch.cat([p.double().reshape(-1, 2) for p in panels.values()])
     lim = float(pts.abs().quantile(0.995)) * 1.15
@@ -105,9 +106,13 @@ def plot_2d(
             ax.plot(exact[:, j, 0], exact[:, j, 1], "--", color=colors[j], lw=1)
             ax.plot(student[:, j, 0], student[:, j, 1], "-", color=colors[j], lw=1, alpha=0.8)
             ax.plot(student[-1, j, 0], student[-1, j, 1], "o", color=colors[j], ms=3)
-        ax.set_title("trajectories for t <= 2 (student -, exact --)", fontsize=9)
-    for ax in axes:
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
+        ax.set_title(traj_title, fontsize=8)
+    for j, ax in enumerate(axes):
+        span = lim
+        if trajectories is not None and j == len(axes) - 1:  # whole paths, not only their ends
+            paths = torch.cat([trajectories[1].reshape(-1, 2), trajectories[2].reshape(-1, 2)])
+            span = max(lim, float(paths.abs().max()) * 1.05)
+        ax.set_xlim(-span, span)
+        ax.set_ylim(-span, span)
         ax.set_aspect("equal")
     return _save(fig, path)

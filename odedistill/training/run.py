@@ -14,6 +14,7 @@ from odedistill.evaluation import plots
 from odedistill.evaluation.report import evaluate, write_eval
 from odedistill.models.base import TrajectoryModel
 from odedistill.solvers import solve_reference
+from odedistill.systems.probability_flow import ProbabilityFlowODE
 from odedistill.training import build, distributed
 from odedistill.training.checkpoint import latest_checkpoint
 from odedistill.training.config import Config, from_dict, load_config, to_toml
@@ -89,9 +90,7 @@ def write_pictures(
     traj = None
     k = min(cfg.eval.trajectories, outputs["z"].shape[0])
     if k:
-        grid = session.grid.double().cpu()
-        times = grid[grid <= 2.0] if system.t_start > system.t_end else grid
-        times = times if len(times) >= 2 else grid
+        times = session.grid.double().cpu()
         z = outputs["z"][:k]
         dev = next(model.parameters()).device
         student = torch.stack(
@@ -101,8 +100,16 @@ def write_pictures(
             ]
         )
         exact = solve_reference(system, z, t_eval=times.tolist(), rtol=1e-8, atol=1e-8)
+        title = "trajectories (student -, exact --)"
+        if isinstance(system, ProbabilityFlowODE):
+            # x(t) ~ data + t n: dividing by sqrt(1 + t^2) brings the whole path to data scale
+            scale = (1 + times**2).rsqrt()[:, None, None]
+            student, exact = student * scale, exact * scale
+            title = (
+                f"x(t)/sqrt(1+t^2), t: {system.t_start:g} -> {system.t_end:g} (student -, exact --)"
+            )
         traj = (times, student, exact)
-    return plots.plot_2d(panels, path, traj)
+    return plots.plot_2d(panels, path, traj, traj_title=title if traj else "")
 
 
 def finish_run(session: Session, run_dir: Path, console: Console) -> dict[str, Any]:
