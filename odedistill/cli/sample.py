@@ -33,7 +33,9 @@ def sample(
     ),
     batch: int = typer.Option(64, "--batch", help="samples per batch"),
     subdirs: bool = typer.Option(False, "--subdirs", help="PNGs in one subfolder per 1000 seeds"),
-    class_idx: int = typer.Option(None, "--class", help="class label (default: random per seed)"),
+    class_idx: int = typer.Option(
+        None, "--class", "--class-labels", help="class label (default: random per seed)"
+    ),
     weights: str = typer.Option(
         "ema", "--weights", help="student: 'ema' (first rate), 'raw' or a rate"
     ),
