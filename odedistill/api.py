@@ -11,6 +11,7 @@ from torch import nn
 from odedistill.models.boundary import BoundaryTrajectory
 from odedistill.models.nets import MLP, SmallUNet
 from odedistill.systems.base import ODESystem
+from odedistill.training import build
 from odedistill.training.config import from_dict
 from odedistill.training.ema import EMA
 from odedistill.training.loop import Session, Trainer
@@ -72,19 +73,16 @@ def distill(
     )
     if net is None:
         net = SmallUNet(system.state_shape) if system.is_image else MLP(system.state_shape, 128, 3)
-    dev = torch.device(device)
+    dev = build.resolve_device(cfg.run.device)
     model = BoundaryTrajectory.for_system(net, system).to(dev)
-    from odedistill.grids import make_grid
-    from odedistill.schemes import make_scheme
-
     session = Session(
         cfg=cfg,
         device=dev,
         system=system,
         model=model,
-        ema=EMA(model, [ema_rate]),
-        scheme=make_scheme(scheme),
-        grid=make_grid(grid, N, system.t_start, system.t_end, rho).to(dev),
+        ema=EMA(model, cfg.train.ema_rates),
+        scheme=build.build_scheme(cfg),
+        grid=build.build_grid(cfg, system, dev),
     )
     with tempfile.TemporaryDirectory(prefix="odedistill-") as tmp:
         trainer = Trainer(session, Path(run_dir) if run_dir is not None else Path(tmp))
