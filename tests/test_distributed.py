@@ -18,13 +18,7 @@ from odedistill.training.loop import Trainer, build_session, noise_generator
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks: one intra-op thread, so that OpenMP never waits on a busy shared core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:

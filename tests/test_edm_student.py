@@ -38,13 +38,7 @@ STAND_IN = [
 WIDER = {"ddpmpp": (), "adm": ("teacher.model_channels=64", "teacher.channel_mult=[1,1]")}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks: one intra-op thread, so that OpenMP never waits on a busy shared core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def session_of(arch: str, extra: tuple[str, ...] = ()):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from odedistill.evaluation.fid import (
     save_ref,
     to_uint8,
 )
+from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -311,16 +310,7 @@ def test_load_detector_refuses_pickles_and_junk(tmp_path):
 # The command line.
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", "odedistill", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+_cli = functools.partial(run_cli, cwd=REPO)
 
 
 def test_cli_fid_ref_then_fid_of_the_same_images_is_zero(tmp_path, detector_path):

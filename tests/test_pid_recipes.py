@@ -33,13 +33,7 @@ STAND_IN = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks: one intra-op thread, so that OpenMP never waits on a busy shared core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(

@@ -12,14 +12,7 @@ from odedistill.training.config import load_config
 from odedistill.training.loop import Trainer, build_session
 from odedistill.training.precision import Precision, autocast_forward
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks: one intra-op thread, so that OpenMP never waits on a busy shared core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _flat(model: torch.nn.Module) -> torch.Tensor:
