@@ -277,10 +277,6 @@ class TeacherSampler(SeedSampler):
         nfe = 2 * num_steps - 1
         self.description = f"teacher, Heun {num_steps} steps ({nfe} NFE)"
 
-    @property
-    def noise_device(self) -> torch.device:
-        return self.device
-
     def _float32_net(
         self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None = None
     ) -> torch.Tensor:
