@@ -5,20 +5,10 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
 
 from odedistill.cli.app import app
 from odedistill.errors import UserError
-
-try:  # typer >= 0.20 bundles its own copy of click; its errors are distinct classes
-    from typer import _click as _typer_click
-except ImportError:  # pragma: no cover
-    _typer_click = click
-
-_USAGE_ERRORS = (click.exceptions.UsageError, _typer_click.exceptions.UsageError)
-_EXITS = (click.exceptions.Exit, typer.Exit)
-_ABORTS = (click.exceptions.Abort, typer.Abort)
 
 # Each module registers its commands on ``app`` when imported.
 _COMMAND_MODULES = ("run", "sample", "fid", "convert", "eval", "bench")
@@ -54,18 +44,28 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the application without typer's standalone handling, so that every way out is ours.
+
+    Outside standalone mode typer re-raises usage errors (``typer.TyperException``, the base
+    of its parsing errors), raises ``typer.Abort``, and *returns* the exit code of a
+    ``typer.Exit`` or of an interrupt (130) instead of exiting.
+    """
     _load_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except UserError as e:
         fail(str(e))
-    except _USAGE_ERRORS as e:
+    except typer.TyperException as e:
         if type(e).__name__ == "NoArgsIsHelpError":
             sys.exit(0)  # help was printed
-        fail(e.format_message())
-    except _EXITS as e:
+        fail(e.format_message(), getattr(e, "exit_code", 2))
+    except typer.Exit as e:
         sys.exit(e.exit_code)
-    except _ABORTS:
+    except typer.Abort:
         fail("aborted", 1)
     except KeyboardInterrupt:
-        fail("interrupted; resume with --resume", 130)
+        fail("interrupted", 130)
+    if code == 130:
+        fail("interrupted", 130)
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
