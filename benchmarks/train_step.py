@@ -63,9 +63,10 @@ def measure(
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from odedistill.training.config import load_config
-    from odedistill.training.loop import Trainer, build_session
-    from odedistill.training.monitor import peak_memory_gib
+    from odedistill.infra.build import build_session
+    from odedistill.infra.machine import peak_memory_gib
+    from odedistill.infra.recipes import load_config
+    from odedistill.training.trainer import Trainer
 
     overrides = [
         "teacher.kind=edm_random",
@@ -129,7 +130,7 @@ def measure(
 def machine(device: str) -> dict[str, Any]:
     import torch
 
-    from odedistill.training.monitor import cpu_model
+    from odedistill.infra.machine import cpu_model
 
     info: dict[str, Any] = {
         "cpu": cpu_model(),
@@ -217,11 +218,13 @@ def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) ->
 
 
 def main(argv: list[str] | None = None) -> None:
+    from odedistill.schemes import SCHEMES
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K")
     p.add_argument("--arch", action="append", choices=list(RECIPES), help="ddpmpp and/or adm")
     p.add_argument(
-        "--scheme", action="append", choices=["upwind", "central", "autodiff"], help="schemes"
+        "--scheme", action="append", choices=SCHEMES.names(), help="schemes (default: all)"
     )
     p.add_argument("--batch", action="append", default=[], help="ARCH=N, e.g. ddpmpp=4")
     p.add_argument("--precision", action="append", choices=["fp32", "bf16", "fp16"])
@@ -256,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(r))
         return
     archs = a.arch or ["ddpmpp", "adm"]
-    schemes = a.scheme or ["upwind", "central", "autodiff"]
+    schemes = a.scheme or SCHEMES.names()
     precisions = a.precision or ["fp32"]
     batches = {"ddpmpp": 4, "adm": 2}
     for item in a.batch:

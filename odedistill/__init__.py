@@ -1,14 +1,25 @@
 """odedistill: distil an ODE into a network that solves it in one evaluation (PID, Tee et al. 2024)."""
 
-from odedistill.api import distill
-from odedistill.distances import LPIPS, Distance, PseudoHuber, SquaredL2, make_distance
+from odedistill._version import __version__
+from odedistill.api import distill, run_recipe
+from odedistill.distances import (
+    DISTANCES,
+    LPIPS,
+    Distance,
+    PseudoHuber,
+    SquaredL2,
+    make_distance,
+)
 from odedistill.errors import TrainingDiverged, UserError
-from odedistill.grids import karras_grid, make_grid, uniform_grid
-from odedistill.loss import pid_loss
-from odedistill.models.base import TrajectoryModel
+from odedistill.grids import GRIDS, karras_grid, make_grid, uniform_grid
+from odedistill.infra.students import load_student
+from odedistill.loss import pid_loss, residual_loss
+from odedistill.models.base import Path, TrajectoryModel
 from odedistill.models.boundary import BoundaryTrajectory
 from odedistill.models.nets import MLP, SmallUNet
-from odedistill.schemes import Autodiff, Central, ResidualScheme, Upwind, make_scheme
+from odedistill.models.parametrisation import Parametrisation
+from odedistill.registry import Registry
+from odedistill.schemes import SCHEMES, Autodiff, Central, ResidualScheme, Upwind, make_scheme
 from odedistill.solvers import euler, heun, solve_reference
 from odedistill.systems.base import ODESystem
 from odedistill.systems.linear import LinearODE
@@ -21,9 +32,9 @@ from odedistill.teachers.gaussian_mixture import (
     ring_mixture,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "DISTANCES",
+    "GRIDS",
     "LPIPS",
     "MLP",
     "Autodiff",
@@ -34,9 +45,13 @@ __all__ = [
     "DampedPendulum",
     "LinearODE",
     "ODESystem",
+    "Parametrisation",
+    "Path",
     "ProbabilityFlowODE",
     "PseudoHuber",
+    "Registry",
     "ResidualScheme",
+    "SCHEMES",
     "SmallUNet",
     "SquaredL2",
     "TrainingDiverged",
@@ -50,11 +65,14 @@ __all__ = [
     "grid_mixture",
     "heun",
     "karras_grid",
+    "load_student",
     "make_distance",
     "make_grid",
     "make_scheme",
     "pid_loss",
+    "residual_loss",
     "ring_mixture",
+    "run_recipe",
     "solve_reference",
     "uniform_grid",
 ]

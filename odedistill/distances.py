@@ -9,6 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from odedistill.errors import UserError
+from odedistill.registry import Registry
+
 
 class Distance(nn.Module, ABC):
     """A per-sample distance: (B, ...) x (B, ...) -> (B,)."""
@@ -49,8 +52,6 @@ class LPIPS(Distance):
         try:
             import lpips
         except Exception as e:  # ImportError, or torchvision failing to load
-            from odedistill.errors import UserError
-
             raise UserError(
                 f"the LPIPS distance needs the 'lpips' package and torchvision ({type(e).__name__}: "
                 f"{str(e).splitlines()[0] if str(e) else 'not importable'}); install them with "
@@ -69,12 +70,18 @@ class LPIPS(Distance):
         return self.net(a, b).flatten()
 
 
+DISTANCES: Registry = Registry("distance")
+DISTANCES.register("l2", lambda huber_c: SquaredL2(), help="mean squared difference")
+DISTANCES.register(
+    "pseudo_huber",
+    lambda huber_c: PseudoHuber(huber_c or None),
+    help="sqrt(|a - b|^2 + c^2) - c, c = loss.huber_c or 0.00054 sqrt(dim)",
+)
+DISTANCES.register(
+    "lpips", lambda huber_c: LPIPS(), help="LPIPS with VGG features (the 'lpips' package)"
+)
+
+
 def make_distance(name: str, huber_c: float = 0.0) -> Distance:
-    """'l2', 'pseudo_huber' (c = huber_c, or the default when 0) or 'lpips'."""
-    if name == "l2":
-        return SquaredL2()
-    if name == "pseudo_huber":
-        return PseudoHuber(huber_c or None)
-    if name == "lpips":
-        return LPIPS()
-    raise ValueError(f"unknown distance {name!r}; expected 'l2', 'pseudo_huber' or 'lpips'")
+    """The distance registered as ``name`` (``DISTANCES.names()``); ``huber_c`` for pseudo-Huber."""
+    return DISTANCES.get(name)(huber_c)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from odedistill.registry import Registry
+
 
 def karras_grid(
     N: int, t_start: float, t_end: float, rho: float = 7.0, dtype: torch.dtype = torch.float64
@@ -32,10 +34,19 @@ def uniform_grid(
     return torch.linspace(t_start, t_end, N, dtype=torch.float64).to(dtype)
 
 
+GRIDS: Registry = Registry("collocation grid")
+GRIDS.register(
+    "karras",
+    lambda N, t_start, t_end, rho: karras_grid(N, t_start, t_end, rho),
+    help="Karras et al. (2022) spacing with exponent rho, dense near t_end; needs t >= 0",
+)
+GRIDS.register(
+    "uniform",
+    lambda N, t_start, t_end, rho: uniform_grid(N, t_start, t_end),
+    help="equal spacing (rho unused)",
+)
+
+
 def make_grid(kind: str, N: int, t_start: float, t_end: float, rho: float = 7.0) -> torch.Tensor:
-    """Build the grid named ``kind`` ('karras' or 'uniform') in float64."""
-    if kind == "karras":
-        return karras_grid(N, t_start, t_end, rho)
-    if kind == "uniform":
-        return uniform_grid(N, t_start, t_end)
-    raise ValueError(f"unknown grid {kind!r}; expected 'karras' or 'uniform'")
+    """Build the grid registered as ``kind`` (``GRIDS.names()``) in float64."""
+    return GRIDS.get(kind)(N, t_start, t_end, rho)

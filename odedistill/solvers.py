@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from odedistill.grids import karras_grid
 from odedistill.systems.base import ODESystem
 
 
@@ -174,6 +175,4 @@ def karras_sigmas(
     num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0
 ) -> torch.Tensor:
     """EDM's noise levels sigma_0 = sigma_max > ... > sigma_{n-1} = sigma_min (float64)."""
-    from odedistill.grids import karras_grid
-
     return karras_grid(num_steps, sigma_max, sigma_min, rho)

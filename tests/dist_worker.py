@@ -13,17 +13,18 @@ from pathlib import Path
 
 import torch
 
-from odedistill.training import distributed
-from odedistill.training.config import load_config
-from odedistill.training.loop import Trainer, build_session
-from odedistill.training.run import run_recipe
+from odedistill.api.run import run_recipe
+from odedistill.infra import distributed
+from odedistill.infra.build import build_session
+from odedistill.infra.recipes import load_config
+from odedistill.training.trainer import Trainer
 
 COMMON = ["train.micro_batch=8", "train.checkpoint_every=1000", "eval.enabled=false"]
 
 
 def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
-    out = {f"model.{k}": v.detach().clone() for k, v in trainer.s.model.state_dict().items()}
-    for rate, model in trainer.s.ema.models.items():
+    out = {f"model.{k}": v.detach().clone() for k, v in trainer.session.model.state_dict().items()}
+    for rate, model in trainer.session.ema.models.items():
         out.update({f"ema{rate}.{k}": v.detach().clone() for k, v in model.state_dict().items()})
     return out
 

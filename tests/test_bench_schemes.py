@@ -6,24 +6,26 @@ import math
 import pytest
 import torch
 
-from odedistill.bench.report import PLOTS, SECTIONS
-from odedistill.bench.schemes import (
-    SCHEME_NAMES,
+from benchmarks.schemes import (
     BenchSettings,
     derivative_accuracy,
     fitted_order,
     image_statistics,
+    main,
+    scheme_names,
 )
-from odedistill.cli import main
+from benchmarks.schemes.report import PLOTS, SECTIONS
+
+SCHEME_NAMES = scheme_names()
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """``odedistill bench schemes --quick`` once, through the command line (about a minute)."""
+    """``python -m benchmarks.schemes --quick`` once, through its command line (about a minute)."""
     out = tmp_path_factory.mktemp("bench") / "schemes"
-    main(["bench", "schemes", "--quick", "--out", str(out)])
+    main(["--quick", "--out", str(out)])
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -38,7 +40,7 @@ def test_quick_report_structure(quick_run):
     assert set(results) == {"meta", "derivative", "distillation", "cost", "stability"}
     meta = results["meta"]
     assert meta["preset"] == "quick"
-    assert meta["command"].startswith("odedistill bench schemes --quick")
+    assert meta["command"].startswith("python -m benchmarks.schemes --quick")
     assert meta["date"] and meta["wall_seconds"] > 0
     for key in ("cpu", "logical_cores", "python", "torch", "odedistill", "gpu"):
         assert key in meta["machine"], key
@@ -118,7 +120,7 @@ def test_bad_device_exits_2_with_one_line(args, tmp_path, capsys):
     if args[1] == "cuda" and torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(SystemExit) as e:
-        main(["bench", "schemes", "--quick", *args, "--out", str(tmp_path / "x")])
+        main(["--quick", *args, "--out", str(tmp_path / "x")])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
@@ -129,6 +131,95 @@ def test_out_must_be_a_folder(tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("")
     with pytest.raises(SystemExit) as e:
-        main(["bench", "schemes", "--quick", "--out", str(f)])
+        main(["--quick", "--out", str(f)])
     assert e.value.code == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_a_registered_scheme_joins_the_benchmark():
+    """Schemes come from the registry: a fourth one is measured, upwind stays the reference."""
+    from odedistill.schemes import SCHEMES, Upwind
+
+    SCHEMES.register("upwind_again", Upwind, help="upwind under a second name")
+    try:
+        assert scheme_names()[0] == "upwind" and "upwind_again" in scheme_names()
+        d = derivative_accuracy(BenchSettings(deriv_Ns=[40, 80, 160], deriv_samples=2))
+    finally:
+        SCHEMES.unregister("upwind_again")
+    assert d["declared_order"]["upwind_again"] == 1
+    for t in d["trajectories"].values():
+        assert t["schemes"]["upwind_again"]["errors"] == t["schemes"]["upwind"]["errors"]
+
+
+def test_report_of_four_schemes(quick_run, tmp_path):
+    """The report and plots take any number of schemes (here a copy of central as a fourth)."""
+    from benchmarks.schemes.report import write_report
+
+    _, r = quick_run
+    r = json.loads(json.dumps(r))
+    new, old = "central_again", "central"
+    r["meta"]["schemes"][new] = r["meta"]["schemes"][old]
+    r["derivative"]["declared_order"][new] = r["derivative"]["declared_order"][old]
+    r["derivative"]["summary_order"][new] = r["derivative"]["summary_order"][old]
+    parts = [t["schemes"] for t in r["derivative"]["trajectories"].values()]
+    parts += [row["students"] for s in r["distillation"]["systems"].values() for row in s["rows"]]
+    parts += [net["schemes"] for net in r["cost"]["nets"].values()]
+    parts += [r["stability"]["schemes"]]
+    for part in parts:
+        part[new] = part[old]
+    pictures = {name: torch.zeros(4, 1, 8, 8) for name in ["exact endpoint", "data", *SCHEME_NAMES]}
+    report = write_report(r, tmp_path, pictures).read_text()
+    assert f"| N | {' | '.join([*SCHEME_NAMES, new])} | Euler N-1 steps |" in report
+    assert f"| {new} / upwind |" in report
+    rows = len(r["derivative"]["trajectories"]) + len(r["cost"]["nets"])
+    rows += len(r["distillation"]["systems"]) + len(r["stability"]["schemes"][new]["track"])
+    assert report.count(f"| {new} |") == rows  # table rows, and the distillation headers
+    assert "Central_again beats upwind at" in report
+    for name in PLOTS.values():
+        if name != PLOTS["samples"]:
+            assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC, name
+
+
+def test_diverged_student_is_reported(monkeypatch):
+    """A non-finite loss stops the Trainer; the benchmark records the step (``diverged_at``)."""
+    from benchmarks.schemes.training import LossHistory, open_trainer, recipe, system_recipe, train
+
+    sections, grid = system_recipe("linear", BenchSettings())
+    student = {"net": "mlp", "width": 8, "depth": 1}
+    raw = recipe(sections, "upwind", 10, grid, student, 8, 1e-3, 0, iterations=10)
+    history = LossHistory()
+    with open_trainer(raw, torch.device("cpu"), [history]) as trainer:
+        step = trainer.train_step
+
+        def failing_step():
+            loss = step()
+            return loss * float("nan") if trainer.step == 3 else loss
+
+        monkeypatch.setattr(trainer, "train_step", failing_step)
+        info = train(trainer, 10, history)
+    assert info["diverged_at"] == 4 and math.isnan(info["final_loss"])
+    assert len(history.losses) == 3
+
+
+def test_cosine_schedule_of_the_distillation_students():
+    """The recipe's cosine schedule: lr_k = lr (1 + cos(pi k / iterations)) / 2 at step k."""
+    from benchmarks.schemes.training import LossHistory, open_trainer, recipe, system_recipe, train
+    from odedistill.training.trainer import Hook
+
+    class LearningRates(Hook):
+        def __init__(self):
+            self.lrs = []
+
+        def after_step(self, trainer, loss):
+            self.lrs.append(trainer.opt.param_groups[0]["lr"])
+
+    sections, grid = system_recipe("linear", BenchSettings())
+    student = {"net": "mlp", "width": 8, "depth": 1}
+    iterations, lr = 8, 3e-3
+    raw = recipe(sections, "upwind", 10, grid, student, 8, lr, 0, iterations, "cosine")
+    history, rates = LossHistory(), LearningRates()
+    with open_trainer(raw, torch.device("cpu"), [history, rates]) as trainer:
+        info = train(trainer, iterations, history)
+    assert info["diverged_at"] is None and len(history.losses) == iterations
+    expected = [lr * 0.5 * (1 + math.cos(math.pi * k / iterations)) for k in range(iterations)]
+    assert rates.lrs == pytest.approx(expected, rel=1e-12)

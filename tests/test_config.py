@@ -5,7 +5,7 @@ import json
 import pytest
 
 from odedistill.errors import UserError
-from odedistill.training.config import (
+from odedistill.infra.recipes import (
     Config,
     all_keys,
     apply_overrides,

@@ -11,19 +11,29 @@ from pathlib import Path
 import pytest
 import torch
 
-from odedistill.training.checkpoint import latest_checkpoint, load_checkpoint
-from odedistill.training.config import load_config
-from odedistill.training.loop import Trainer, build_session, noise_generator
+from odedistill.infra.build import build_session
+from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint
+from odedistill.infra.noise import NoiseStreams, noise_generator
+from odedistill.infra.recipes import load_config
+from odedistill.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class EmulatedRanks(Trainer):
+    """One process that draws its batch from two ranks' noise streams, concatenated: what two
+    processes draw together."""
+
+    def noise_streams(self) -> NoiseStreams:
+        return NoiseStreams(self.cfg.run.seed, [0, 1], 2, self.cfg.train.batch)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
-    out = {f"model.{k}": v.detach().clone() for k, v in trainer.s.model.state_dict().items()}
-    for rate, model in trainer.s.ema.models.items():
+    out = {f"model.{k}": v.detach().clone() for k, v in trainer.session.model.state_dict().items()}
+    for rate, model in trainer.session.ema.models.items():
         out.update({f"ema{rate}.{k}": v.detach().clone() for k, v in model.state_dict().items()})
     return out
 
@@ -31,7 +41,7 @@ def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
 def _one_process(recipe: Path, run_dir: Path, overrides: list[str]) -> Trainer:
     """One process drawing the batch as the two ranks' noise streams, concatenated."""
     cfg = load_config(recipe, ["train.checkpoint_every=1000", "eval.enabled=false", *overrides])
-    trainer = Trainer(build_session(cfg), run_dir, noise_streams=2)
+    trainer = EmulatedRanks(build_session(cfg), run_dir)
     trainer.run(show_progress=False)
     return trainer
 
@@ -139,7 +149,7 @@ def test_micro_batches_accumulate_to_the_full_batch(tiny_recipe, tmp_path, schem
         trainer = Trainer(build_session(cfg), tmp_path / str(micro))
         assert trainer.micro == (micro or 32)
         losses.append(trainer.train_step())
-        grads.append(torch.cat([p.grad.flatten() for p in trainer.s.model.parameters()]))
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.session.model.parameters()]))
     for loss, grad in zip(losses[1:], grads[1:], strict=True):
         torch.testing.assert_close(loss, losses[0], rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(grad, grads[0], rtol=1e-5, atol=1e-7)
@@ -147,11 +157,11 @@ def test_micro_batches_accumulate_to_the_full_batch(tiny_recipe, tmp_path, schem
 
 def test_one_process_emulating_streams_resumes_exactly(tiny_recipe, tmp_path):
     cfg = load_config(tiny_recipe, ["train.checkpoint_every=1000"])
-    straight = Trainer(build_session(cfg), tmp_path / "a", noise_streams=2)
+    straight = EmulatedRanks(build_session(cfg), tmp_path / "a")
     straight.run(iterations=10, show_progress=False)
-    first = Trainer(build_session(cfg), tmp_path / "b", noise_streams=2)
+    first = EmulatedRanks(build_session(cfg), tmp_path / "b")
     first.run(iterations=5, show_progress=False)
-    resumed = Trainer(build_session(cfg), tmp_path / "b", noise_streams=2)
+    resumed = EmulatedRanks(build_session(cfg), tmp_path / "b")
     resumed.resume()
     resumed.run(iterations=10, show_progress=False)
     a, b = _weights(straight), _weights(resumed)
@@ -164,4 +174,4 @@ def test_batch_must_split_over_the_processes(tiny_recipe, tmp_path):
 
     cfg = load_config(tiny_recipe, ["train.batch=33"])
     with pytest.raises(UserError, match="does not split over 2 processes"):
-        Trainer(build_session(cfg), tmp_path, noise_streams=2)
+        EmulatedRanks(build_session(cfg), tmp_path)

@@ -40,8 +40,8 @@ def test_shipped_pendulum_matches_the_page():
 
 
 def test_recipe_reference_is_current():
-    from odedistill._docs import recipes_markdown
+    from odedistill.infra.docs import recipes_markdown
 
     assert (DOCS / "recipes.md").read_text() == recipes_markdown(), (
-        "docs/recipes.md is stale: regenerate it with python -m odedistill._docs > docs/recipes.md"
+        "docs/recipes.md is stale: regenerate it with python -m odedistill.infra.docs > docs/recipes.md"
     )

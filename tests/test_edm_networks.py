@@ -26,7 +26,7 @@ from odedistill.teachers.precond import (
     EDMPrecond,
     VEPrecond,
     VPPrecond,
-    build_network,
+    build_edm_module,
     edm_coefficients,
     ve_coefficients,
     vp_coefficients,
@@ -139,7 +139,7 @@ def _digest(layout: dict[str, tuple[int, ...]]) -> str:
 
 def _build_on_meta(kwargs: dict) -> nn.Module:
     with torch.device("meta"):
-        return build_network("training.networks.EDMPrecond", kwargs)
+        return build_edm_module("training.networks.EDMPrecond", kwargs)
 
 
 def _layout(net: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -181,7 +181,7 @@ def test_vp_ve_wrappers_of_ddpmpp_have_the_same_layout(class_name: str) -> None:
     kwargs = dict(CONFIGS["cifar10-cond-vp"][0])
     del kwargs["model_type"]
     with torch.device("meta"):
-        net = build_network(class_name, kwargs)
+        net = build_edm_module(class_name, kwargs)
     assert _digest(_layout(net)) == CONFIGS["cifar10-cond-vp"][4]
 
 
@@ -192,27 +192,27 @@ def test_released_file_sizes_in_millions() -> None:
     assert round(CONFIGS["imagenet64-cond-adm"][5] / 1e6, 1) == 295.9
 
 
-def test_build_network_maps_names_and_rejects_unknown_ones() -> None:
+def test_build_edm_module_maps_names_and_rejects_unknown_ones() -> None:
     tiny = dict(img_resolution=8, img_channels=3, model_channels=8, channel_mult=[1])
     tiny_song = dict(tiny, num_blocks=1, attn_resolutions=[])
     assert isinstance(
-        build_network("EDMPrecond", dict(tiny_song, model_type="SongUNet")), EDMPrecond
+        build_edm_module("EDMPrecond", dict(tiny_song, model_type="SongUNet")), EDMPrecond
     )
-    assert isinstance(build_network("training.networks.VPPrecond", tiny_song), VPPrecond)
-    assert isinstance(build_network("VEPrecond", tiny_song), VEPrecond)
+    assert isinstance(build_edm_module("training.networks.VPPrecond", tiny_song), VPPrecond)
+    assert isinstance(build_edm_module("VEPrecond", tiny_song), VEPrecond)
     raw = dict(img_resolution=8, in_channels=3, out_channels=3, model_channels=8, channel_mult=[1])
-    assert isinstance(build_network("training.networks.SongUNet", raw), SongUNet)
-    assert isinstance(build_network("DhariwalUNet", raw), DhariwalUNet)
+    assert isinstance(build_edm_module("training.networks.SongUNet", raw), SongUNet)
+    assert isinstance(build_edm_module("DhariwalUNet", raw), DhariwalUNet)
     for bad_name in ("iDDPMPrecond", "training.networks.Linear", "os.system", ""):
         with pytest.raises(UserError) as info:
-            build_network(bad_name, {})
+            build_edm_module(bad_name, {})
         assert "\n" not in str(info.value)
     with pytest.raises(UserError):
-        build_network("EDMPrecond", dict(tiny, model_type="StyleGAN"))
+        build_edm_module("EDMPrecond", dict(tiny, model_type="StyleGAN"))
     with pytest.raises(UserError):
-        build_network("SongUNet", dict(raw, no_such_option=1))
+        build_edm_module("SongUNet", dict(raw, no_such_option=1))
     with pytest.raises(UserError):
-        build_network("SongUNet", dict(raw, embedding_type="learned"))
+        build_edm_module("SongUNet", dict(raw, embedding_type="learned"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -172,7 +172,7 @@ class Evil:
 def edm_network(kwargs, seed):
     torch.manual_seed(seed)
     with persistence.recording_init_args(CLASSES):
-        net = precond.build_network("EDMPrecond", kwargs)
+        net = precond.build_edm_module("EDMPrecond", kwargs)
     with torch.no_grad():  # EDM zero-initialises output layers; move every weight off zero
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -574,7 +574,7 @@ def test_persistent_id_is_refused(tmp_path: Path) -> None:
 
 
 def test_state_can_be_set_only_on_record_objects(tmp_path: Path) -> None:
-    from odedistill.teachers import edm_pickle
+    from odedistill.teachers import edm_pickle, edm_records
 
     # dnnlib.util.EasyDict (allowed, a dict here) then BUILD with slot state {'pollute': 1}:
     # with a C unpickler this would set an attribute on our own class.
@@ -583,18 +583,21 @@ def test_state_can_be_set_only_on_record_objects(tmp_path: Path) -> None:
     path.write_bytes(data)
     with pytest.raises(UserError, match="refusing to set the state of a type object"):
         read_edm_pickle(path)
-    assert not hasattr(edm_pickle._EasyDict, "pollute")
+    assert not hasattr(edm_records.EasyDictRecord, "pollute")
 
     class CUnpickler(pickle.Unpickler):  # positive control: same allow-list, C BUILD
+        allowed = edm_pickle.EDMUnpickler.allowed
+        lookup = edm_pickle.EDMUnpickler.lookup
+        refusal = edm_pickle.EDMUnpickler.refusal
         find_class = edm_pickle.EDMUnpickler.find_class
 
     try:
         with open(path, "rb") as f:
             CUnpickler(f).load()
-        assert edm_pickle._EasyDict.pollute == 1
+        assert edm_records.EasyDictRecord.pollute == 1
     finally:
-        if hasattr(edm_pickle._EasyDict, "pollute"):
-            del edm_pickle._EasyDict.pollute
+        if hasattr(edm_records.EasyDictRecord, "pollute"):
+            del edm_records.EasyDictRecord.pollute
 
 
 # ---------------------------------------------------------------------------------------------

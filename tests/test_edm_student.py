@@ -10,11 +10,13 @@ import torch
 
 from odedistill.distances import PseudoHuber
 from odedistill.errors import UserError
+from odedistill.infra.build import build_session
+from odedistill.infra.precision import Precision, checkpoint_blocks
+from odedistill.infra.recipes import load_config
 from odedistill.loss import pid_loss
 from odedistill.schemes import make_scheme
-from odedistill.training.config import load_config
-from odedistill.training.loop import PIDObjective, Trainer, build_session
-from odedistill.training.precision import Precision, checkpoint_blocks
+from odedistill.training.objective import PIDObjective
+from odedistill.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {"ddpmpp": "pid_cifar10.toml", "adm": "pid_imagenet64.toml"}
@@ -119,7 +121,7 @@ def test_trainer_options_checkpointing_and_channels_last(tmp_path):
         trainer = Trainer(session_of("ddpmpp", extra), tmp_path / name)
         loss = trainer.train_step()
         grads = torch.cat(
-            [p.grad.flatten() for p in trainer.s.model.parameters() if p.grad is not None]
+            [p.grad.flatten() for p in trainer.session.model.parameters() if p.grad is not None]
         )
         steps[name] = (loss, grads)
     for name in ("checkpointed", "channels_last"):

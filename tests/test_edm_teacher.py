@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from odedistill.errors import UserError
+from odedistill.infra.build import build_session
+from odedistill.infra.recipes import from_dict
 from odedistill.schemes import make_scheme
 from odedistill.teachers import EDMPrecond, save_teacher
-from odedistill.training.config import from_dict
-from odedistill.training.loop import build_session
 
 KWARGS = dict(
     img_resolution=8,
@@ -84,7 +84,7 @@ def test_autodiff_through_the_attention_bearing_edm_student(teacher_file):
     z = s.system.sample_initial(3, g, dtype=torch.float64)
     cond = s.system.sample_condition(3, g).double()
     idx = torch.tensor([0, 5, 9])
-    t, y, v = make_scheme("autodiff")(model, s.grid, z, idx, cond)
+    t, y, v = make_scheme("autodiff")(model.path(z, cond), s.grid, idx)
     h = 1e-5  # central difference in ln t, the network's time input
     fd = (model(z, t * math.exp(h), cond) - model(z, t * math.exp(-h), cond)) / (
         2 * h * t[:, None, None, None]

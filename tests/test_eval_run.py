@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from odedistill.api.fid_runs import evaluate_checkpoint
 from odedistill.evaluation.fid import save_ref
-from odedistill.evaluation.run_eval import FID_CSV, FID_JSON, evaluate_checkpoint, read_results
+from odedistill.evaluation.results import FID_CSV, FID_JSON, read_results
 from tests.test_fid import FEATURES, make_tiny_detector
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def _main(*args: str) -> int:
 def setup(tmp_path_factory) -> dict[str, Path]:
     """A trained tiny run, a tiny TorchScript detector and reference statistics from fid-ref."""
     sklearn = pytest.importorskip("sklearn.datasets")
-    from odedistill.training.run import run_recipe
+    from odedistill.api.run import run_recipe
 
     root = tmp_path_factory.mktemp("eval")
     (root / "tiny.toml").write_text(RECIPE)
@@ -258,7 +259,7 @@ def test_eval_bad_input_exits_2_with_one_line_and_writes_nothing(
 
 def test_fid_during_training(setup, tmp_path):
     """eval.fid_every scores each K-th checkpoint while training, into fid.json and metrics."""
-    from odedistill.training.run import run_recipe
+    from odedistill.api.run import run_recipe
 
     recipe = tmp_path / "fid.toml"
     recipe.write_text(
@@ -292,7 +293,7 @@ def test_fid_during_training(setup, tmp_path):
 
 def test_fid_during_training_needs_its_files(tmp_path):
     from odedistill.errors import UserError
-    from odedistill.training.config import load_config
+    from odedistill.infra.recipes import load_config
 
     recipe = tmp_path / "fid.toml"
     recipe.write_text(RECIPE + "fid_every = 3\n")

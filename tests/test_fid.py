@@ -14,19 +14,18 @@ import torch
 
 from odedistill.errors import UserError
 from odedistill.evaluation.datasets import ArrayDataset
+from odedistill.evaluation.features import compute_feature_stats, dataset_feature_stats
 from odedistill.evaluation.fid import (
     DETECTOR_URL,
     FeatureStats,
-    compute_feature_stats,
-    dataset_feature_stats,
     detector_features,
     feature_stats,
     fid_from_stats,
     load_detector,
     load_ref,
     save_ref,
-    to_uint8,
 )
+from odedistill.infra.pictures import to_uint8
 from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]

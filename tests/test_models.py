@@ -30,8 +30,8 @@ def test_boundary_condition_is_exact(kind):
     t = torch.full((100,), system.t_start)
     assert torch.equal(model(z, t), z)
     # and it is the network's (scaled) output where the weight of z vanishes
-    t0 = torch.full((100,), system.trajectory_anchor)
-    if system.trajectory_anchor > 0 or kind == "linear":
+    t0 = torch.full((100,), model.t_anchor)
+    if model.t_anchor > 0 or kind == "linear":
         F = model.net(model.c_in * z, model.c_noise(t0))
         torch.testing.assert_close(model(z, t0), F)
 

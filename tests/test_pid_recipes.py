@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from odedistill.api.run import run_recipe
 from odedistill.errors import UserError
-from odedistill.training.checkpoint import latest_checkpoint, load_checkpoint
-from odedistill.training.config import load_config
-from odedistill.training.run import run_recipe
+from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint
+from odedistill.infra.recipes import load_config
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def test_official_settings(recipe, teacher, lr, batch, iterations, precision, mi
     assert t.ema_rates == [0.999, 0.9999, 0.99995]
     assert (cfg.system.t_max, cfg.system.t_min, cfg.system.sigma_data) == (80.0, 0.002, 0.5)
     stand_in = load_config(recipe, ["teacher.kind=edm_random"])
-    from odedistill.training.build import edm_architecture
+    from odedistill.teachers.architectures import edm_architecture
 
     kw = edm_architecture(stand_in.teacher.arch)
     assert kw["label_dim"] == label_dim

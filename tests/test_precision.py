@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 
-from odedistill.training.checkpoint import latest_checkpoint, load_checkpoint
-from odedistill.training.config import load_config
-from odedistill.training.loop import Trainer, build_session
-from odedistill.training.precision import Precision, autocast_forward
+from odedistill.infra.build import build_session
+from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint
+from odedistill.infra.precision import Precision, autocast_forward
+from odedistill.infra.recipes import load_config
+from odedistill.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

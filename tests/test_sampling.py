@@ -14,23 +14,17 @@ import pytest
 import torch
 
 from odedistill.errors import UserError
-from odedistill.sampling import (
-    SeedNoise,
-    StudentSampler,
-    TeacherSampler,
-    format_seeds,
-    generate,
-    parse_seeds,
-    png_path,
-    sample_to,
-    shard_seeds,
-)
+from odedistill.infra.build import build_session
+from odedistill.infra.distributed import DistEnv
+from odedistill.infra.recipes import from_dict
+from odedistill.infra.seeds import SeedNoise, format_seeds, generate, parse_seeds, shard_seeds
+from odedistill.infra.students import read_student
+from odedistill.sampling.samplers import StudentSampler, TeacherSampler
+from odedistill.sampling.writers import png_path, sample_to
 from odedistill.solvers import edm_sampler
 from odedistill.teachers.gaussian_mixture import GaussianMixtureDenoiser
 from odedistill.teachers.precond import EDMPrecond
-from odedistill.training.config import from_dict
-from odedistill.training.distributed import DistEnv
-from odedistill.training.loop import Trainer, build_session, write_run_config
+from odedistill.training.trainer import Trainer, write_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +69,7 @@ def make_run(run_dir: Path, **sections: dict) -> Path:
     """A run directory with one (untrained) checkpoint, as `odedistill run` leaves it."""
     cfg = from_dict(_recipe(**sections))
     session = build_session(cfg, torch.device("cpu"))
-    write_run_config(cfg, run_dir)
+    write_run_config(session, run_dir)
     Trainer(session, run_dir).save()
     return run_dir
 
@@ -208,9 +202,8 @@ def test_gaussian_mixture_teacher_on_image_shapes():
 
 
 def test_student_noise_is_the_teachers_latents_times_T(digits_run):
-    from odedistill.sampling import load_student
-
-    model, system = load_student(digits_run, "ema")
+    student = read_student(digits_run, "ema")
+    model, system = student.model, student.system
     sampler = StudentSampler(model, system)
     seeds = [0, 3, 8]
     parts = list(generate(sampler, seeds, batch=2))
@@ -248,9 +241,8 @@ def test_pngs_are_clip_x_127_5_plus_128_as_uint8_named_by_seed(teacher, tmp_path
 
 
 def test_grey_images_are_written_as_L_pngs(digits_run, tmp_path):
-    from odedistill.sampling import load_student
-
-    sampler = StudentSampler(*load_student(digits_run))
+    student = read_student(digits_run)
+    sampler = StudentSampler(student.model, student.system)
     sample_to(tmp_path / "out", sampler, [0, 1], progress=False)
     image = PIL.Image.open(tmp_path / "out" / "000001.png")
     assert image.mode == "L" and image.size == (8, 8)

@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from odedistill import MLP, BoundaryTrajectory, LinearODE, karras_grid, make_scheme, uniform_grid
+from odedistill import (
+    MLP,
+    BoundaryTrajectory,
+    LinearODE,
+    Parametrisation,
+    karras_grid,
+    make_scheme,
+    uniform_grid,
+)
 from odedistill.distances import SquaredL2
 from odedistill.loss import pid_loss
 from odedistill.schemes import three_point_weights
@@ -17,7 +25,7 @@ def max_derivative_error(scheme_name: str, grid: torch.Tensor) -> float:
     N = grid.shape[0]
     idx = torch.arange(N)
     z = torch.linspace(-1, 1, N, dtype=torch.float64)[:, None]
-    t, y, v = make_scheme(scheme_name)(model, grid, z, idx)
+    t, y, v = make_scheme(scheme_name)(model.path(z), grid, idx)
     assert torch.equal(t, grid)
     torch.testing.assert_close(y, model(z, t), rtol=0, atol=0)
     return (v - model.derivative(z, t)).abs().max().item()
@@ -66,7 +74,7 @@ def test_central_uses_one_sided_stencils_at_the_ends():
     idx = torch.tensor([0, 11])
     # a quadratic in t is differentiated exactly at the two ends
     model.forward = lambda z, t, cond=None: (0.5 * t**2 - 3 * t + 1)[:, None] + 0 * z
-    t, y, v = make_scheme("central")(model, grid, z, idx)
+    t, y, v = make_scheme("central")(model.path(z), grid, idx)
     torch.testing.assert_close(v[:, 0], t - 3, rtol=1e-9, atol=1e-9)
 
 
@@ -110,25 +118,19 @@ def test_autodiff_through_attention_student():
 
     torch.manual_seed(0)
     net = SmallUNet((1, 8, 8), channels=8, channel_mult=(1, 2), attention=True)
-    model = BoundaryTrajectory(
-        net,
-        80.0,
-        0.002,
-        t_anchor=0.0,
-        c_in=1 / math.sqrt(80**2 + 0.25),
-        c_noise=lambda t: torch.log(t) / 4,
-    )
+    model = BoundaryTrajectory(net, 80.0, 0.002, Parametrisation.edm(0.5))
+    assert model.c_in == 1 / math.sqrt(80**2 + 0.25)
     grid = karras_grid(10, 80.0, 0.002)
     z = torch.randn(3, 1, 8, 8) * 80
     idx = torch.tensor([0, 4, 9])
-    t, y, v = make_scheme("autodiff")(model, grid, z, idx)
+    t, y, v = make_scheme("autodiff")(model.path(z), grid, idx)
     # compare with a central finite difference in s = ln t (the net's time input), in float64
     m64 = model.double()
     t64, z64 = t.double(), z.double()
     h = 1e-5
     fd = (m64(z64, t64 * math.exp(h)) - m64(z64, t64 * math.exp(-h))) / (2 * h)
     fd = fd / t64[:, None, None, None]
-    t, y, v = make_scheme("autodiff")(m64, grid, z64, idx)
+    t, y, v = make_scheme("autodiff")(m64.path(z64), grid, idx)
     torch.testing.assert_close(v, fd, rtol=1e-5, atol=1e-6 * v.abs().max().item())
     v.square().mean().backward()
     assert all(p.grad is not None for p in m64.parameters())

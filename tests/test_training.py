@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from odedistill.errors import TrainingDiverged
-from odedistill.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from odedistill.training.config import load_config
-from odedistill.training.loop import Trainer, build_session
+from odedistill.infra.build import build_session
+from odedistill.infra.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from odedistill.infra.recipes import load_config
+from odedistill.training.trainer import Trainer
 
 
 def train(cfg, run_dir, resume=False, iterations=None):

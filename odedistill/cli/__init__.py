@@ -11,7 +11,7 @@ from odedistill.cli.app import app
 from odedistill.errors import UserError
 
 # Each module registers its commands on ``app`` when imported.
-_COMMAND_MODULES = ("run", "sample", "fid", "convert", "eval", "bench")
+_COMMAND_MODULES = ("run", "sample", "fid", "convert", "eval")
 
 
 def _version_callback(value: bool) -> None:

@@ -31,12 +31,12 @@ def eval_command(
     Results are merged into RUN/fid.json and RUN/fid.csv; one line per result goes to stdout.
     Under torchrun (WORLD_SIZE > 1) the seeds are sharded across ranks.
     """
-    import torch
-
+    from odedistill.api.fid_runs import evaluate_run
     from odedistill.errors import UserError
-    from odedistill.evaluation.run_eval import FID_CSV, FID_JSON, best, evaluate_run
-    from odedistill.sampling import parse_seeds
-    from odedistill.training import distributed
+    from odedistill.evaluation.results import FID_CSV, FID_JSON, best
+    from odedistill.infra import distributed
+    from odedistill.infra.devices import resolve_device
+    from odedistill.infra.seeds import parse_seeds
 
     if batch < 1:
         raise UserError(f"--batch must be at least 1, got {batch}")
@@ -45,8 +45,7 @@ def eval_command(
     seed_list = parse_seeds(seeds) if seeds is not None else None
     if not run.is_dir():
         raise UserError(f"no run directory at {run}")
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dist, dev_t, _ = distributed.init_from_env(torch.device(dev))
+    dist, dev_t, _ = distributed.init_from_env(resolve_device(device))
     try:
         records = evaluate_run(
             run,

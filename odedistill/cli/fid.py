@@ -5,21 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
 from odedistill._io import atomic_write_json
 from odedistill.cli.app import app
 from odedistill.errors import UserError
 from odedistill.evaluation.datasets import open_dataset, subset_indices
+from odedistill.evaluation.features import dataset_feature_stats
 from odedistill.evaluation.fid import (
     DETECTOR_FILE,
-    dataset_feature_stats,
     fid_from_stats,
     load_detector,
     load_ref,
     save_ref,
 )
+from odedistill.infra.devices import resolve_device
 
 _DETECTOR_HELP = f"Local TorchScript Inception ({DETECTOR_FILE}); see docs/evaluation.md."
 
@@ -30,12 +30,6 @@ def _check_counts(batch: int, num: int | None = None) -> None:
         raise UserError(f"--batch must be at least 1, got {batch}")
     if num is not None and num < 2:
         raise UserError(f"--num must be at least 2 to compute statistics, got {num}")
-
-
-def _device(device: str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @app.command("fid")
@@ -66,7 +60,7 @@ def fid_command(
     """Print the FID of a set of images against reference statistics."""
     _check_counts(batch, num)
     mu_ref, sigma_ref = load_ref(ref)
-    dev = _device(device)
+    dev = resolve_device(device)
     net = load_detector(detector, dev)
     dataset = open_dataset(samples)
     num_total = dataset.num_images
@@ -118,7 +112,7 @@ def fid_ref_command(
 ) -> None:
     """Compute reference statistics (mu, sigma) of a dataset's images."""
     _check_counts(batch)
-    dev = _device(device)
+    dev = resolve_device(device)
     net = load_detector(detector, dev)
     dataset = open_dataset(source, split=split)
     stats = dataset_feature_stats(dataset, net, batch_size=batch, device=dev, progress=not quiet)

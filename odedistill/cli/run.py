@@ -30,8 +30,8 @@ def run(
     torchrun --standalone --nproc_per_node 8 -m odedistill run recipes/pid_cifar10.toml
     (docs/scale.md).
     """
+    from odedistill.api.run import run_recipe
     from odedistill.cli import fail
-    from odedistill.training.run import run_recipe
 
     try:
         run_recipe(recipe, out, set_, dry_run=dry_run, resume=resume, show_progress=not no_progress)

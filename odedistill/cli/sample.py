@@ -9,14 +9,6 @@ import typer
 from odedistill.cli.app import app
 
 
-def _device(device: str | None) -> str:
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 @app.command()
 def sample(
     run: Path = typer.Argument(None, help="run directory or checkpoint file of a student"),
@@ -56,19 +48,13 @@ def sample(
 
     Under torchrun (WORLD_SIZE > 1) rank r draws entries r, r + WORLD_SIZE, ... of the seed list.
     """
-    import torch
-
     from odedistill.errors import UserError
-    from odedistill.sampling import (
-        StudentSampler,
-        TeacherSampler,
-        format_seeds,
-        load_student,
-        output_kind,
-        parse_seeds,
-        sample_to,
-    )
-    from odedistill.training import distributed
+    from odedistill.infra import distributed
+    from odedistill.infra.devices import resolve_device
+    from odedistill.infra.seeds import format_seeds, parse_seeds
+    from odedistill.infra.students import read_student
+    from odedistill.sampling.samplers import StudentSampler, TeacherSampler
+    from odedistill.sampling.writers import output_kind, sample_to
 
     teacher_opts = {
         "--steps": steps,
@@ -104,7 +90,7 @@ def sample(
     if Path(out).suffix not in ("", ".npz", ".png") and not Path(out).is_dir():
         raise UserError(f"--out must be a folder, .npz or .png, got {out.name}")
 
-    dist, dev, _ = distributed.init_from_env(torch.device(_device(device)))
+    dist, dev, _ = distributed.init_from_env(resolve_device(device))
     try:
         if teacher is not None:
             from odedistill.teachers import load_teacher
@@ -125,7 +111,13 @@ def sample(
                 load_teacher(teacher, dev), **{k: v for k, v in kwargs.items() if v is not None}
             )
         else:
-            sampler = StudentSampler(*load_student(run, weights, dev))
+            student = read_student(run, weights, dev)
+            if student.system is None:
+                raise UserError(
+                    f"{student.path}: the run's system was a Python object, which a checkpoint "
+                    "cannot rebuild; sample it through the library (odedistill.load_student)"
+                )
+            sampler = StudentSampler(student.model, student.system)
         output_kind(out, sampler)  # check before any sampling
         sampler.check_class(class_idx)
         sample_to(

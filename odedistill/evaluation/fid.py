@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
 import numpy as np
 import scipy.linalg
 import torch
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from odedistill._io import atomic_write
 from odedistill.errors import UserError
-from odedistill.evaluation.datasets import ImageDataset
 
 DETECTOR_FILE: Final = "inception-2015-12-05.pt"
 # The TorchScript translation of TensorFlow's inception-2015-12-05 (stylegan2-ada-pytorch).
@@ -46,11 +35,6 @@ REF_URLS: Final = {
 
 # ---------------------------------------------------------------------------------------------
 # Images and the detector.
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Images in [−1, 1] as EDM saves them: clip(x·127.5 + 128, 0, 255), truncated to uint8."""
-    return (x * 127.5 + 128).clip(0, 255).to(torch.uint8)
 
 
 def load_detector(
@@ -159,76 +143,6 @@ class FeatureStats:
 def feature_stats(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean μ and covariance Σ (divided by n − 1) of (n, D) features, in float64."""
     return FeatureStats().update(features).mu_sigma()
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=False,
-    )
-
-
-def compute_feature_stats(
-    batches: Iterable[torch.Tensor | tuple[torch.Tensor, object]],
-    detector: torch.nn.Module,
-    *,
-    batch_size: int = 64,
-    total: int | None = None,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    description: str = "Inception features",
-) -> FeatureStats:
-    """Stream uint8 NCHW image batches through the detector and accumulate feature statistics.
-
-    Args:
-        batches: uint8 (B, C, H, W) tensors, or ``(images, labels)`` pairs (labels ignored).
-        detector: from :func:`load_detector`, or any module with the same call.
-        batch_size: the largest batch given to the detector; larger batches are split.
-        total: the number of images, for the progress bar (None: unknown).
-        device: where the detector runs (default: where its parameters are).
-        progress: show a rich progress bar on stderr.
-    """
-    if batch_size < 1:
-        raise UserError(f"batch size must be at least 1, got {batch_size}")
-    stats = FeatureStats()
-    with _progress(progress) as bar:
-        task = bar.add_task(description, total=total)
-        for batch in batches:
-            images = batch[0] if isinstance(batch, tuple | list) else batch
-            for chunk in torch.split(images, batch_size):
-                if chunk.shape[0] == 0:
-                    continue
-                stats.update(detector_features(detector, chunk, device))
-                bar.advance(task, chunk.shape[0])
-    return stats
-
-
-def dataset_feature_stats(
-    dataset: ImageDataset,
-    detector: torch.nn.Module,
-    *,
-    batch_size: int = 64,
-    indices: Sequence[int] | None = None,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-) -> FeatureStats:
-    """Feature statistics of a dataset's images (of ``indices`` only, when given)."""
-    total = len(indices) if indices is not None else dataset.num_images
-    return compute_feature_stats(
-        dataset.batches(batch_size, indices),
-        detector,
-        batch_size=batch_size,
-        total=total,
-        device=device,
-        progress=progress,
-        description=f"Inception features of {dataset.name}" if dataset.name else "Inception",
-    )
 
 
 def _sqrtm(a: np.ndarray) -> np.ndarray:

@@ -11,10 +11,10 @@ import torch
 from odedistill._io import atomic_write_json
 from odedistill.evaluation.metrics import relative_error, sliced_w1
 from odedistill.grids import make_grid
+from odedistill.infra.config import Config
 from odedistill.models.base import TrajectoryModel
 from odedistill.solvers import euler, heun, heun_nfe, solve_reference
 from odedistill.systems.base import ODESystem
-from odedistill.training.config import Config
 
 
 def exact_endpoints(

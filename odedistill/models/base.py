@@ -3,9 +3,44 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+
+
+class Path:
+    """The curve t ↦ x(t) of a batch of B trajectories: what a residual scheme differentiates.
+
+    ``path(t)`` evaluates at per-sample times t (B,). ``path.many([t_1, ..., t_k], fused)``
+    evaluates at k time tensors, as one network pass over the batch repeated k times when
+    ``fused`` (the same values as k separate passes, up to floating-point summation order).
+
+    Args:
+        fn: ``fn(t, *inputs)`` -> states (B, ...); the inputs are per-sample tensors (or None).
+        inputs: the batch the path is drawn through: the initial state z, a flow map's source
+            state and time, the condition.
+    """
+
+    def __init__(
+        self, fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor | None]
+    ) -> None:
+        self.fn = fn
+        self.inputs = tuple(inputs)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.inputs[0].dtype
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        return self.fn(t, *self.inputs)
+
+    def many(self, times: list[torch.Tensor], fused: bool = True) -> list[torch.Tensor]:
+        if not fused or len(times) == 1:
+            return [self(t) for t in times]
+        k = len(times)
+        inputs = [None if a is None else torch.cat([a] * k) for a in self.inputs]
+        return list(self.fn(torch.cat(times), *inputs).chunk(k))
 
 
 class TrajectoryModel(nn.Module):
@@ -23,6 +58,10 @@ class TrajectoryModel(nn.Module):
         self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The state at times ``t`` (B,) of the trajectories that start at ``z``."""
+
+    def path(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> Path:
+        """The trajectories from ``z`` as a ``Path`` t ↦ x(z, t, cond)."""
+        return Path(lambda t, z, cond: self(z, t, cond), (z, cond))
 
     def sample(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """One-step solution: ``x(z, t_end)``."""

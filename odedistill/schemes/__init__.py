@@ -1,28 +1,26 @@
-"""Residual schemes: how the student's time derivative is estimated."""
+"""Residual schemes: how the time derivative of the student's path is estimated."""
 
+from odedistill.registry import Registry
 from odedistill.schemes.autodiff import Autodiff
 from odedistill.schemes.base import ResidualScheme
 from odedistill.schemes.finite_difference import Central, Upwind, three_point_weights
 
-SCHEMES: dict[str, type[ResidualScheme]] = {
-    "upwind": Upwind,
-    "central": Central,
-    "autodiff": Autodiff,
-}
+SCHEMES: Registry[type[ResidualScheme]] = Registry("residual scheme")
+SCHEMES.register("upwind", Upwind, help="PID's first-order difference, 2 evaluations")
+SCHEMES.register("central", Central, help="second-order three-point difference, 3 evaluations")
+SCHEMES.register("autodiff", Autodiff, help="exact derivative by forward-mode AD, 1 evaluation")
 
 
 def make_scheme(name: str, fused: bool = True) -> ResidualScheme:
-    """The scheme called ``name`` ('upwind', 'central' or 'autodiff')."""
-    if name not in SCHEMES:
-        raise ValueError(f"unknown scheme {name!r}; expected one of {sorted(SCHEMES)}")
-    return SCHEMES[name](fused=fused)
+    """The scheme registered as ``name`` (``SCHEMES.names()``)."""
+    return SCHEMES.get(name)(fused=fused)
 
 
 __all__ = [
+    "SCHEMES",
     "Autodiff",
     "Central",
     "ResidualScheme",
-    "SCHEMES",
     "Upwind",
     "make_scheme",
     "three_point_weights",

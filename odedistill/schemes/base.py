@@ -1,4 +1,4 @@
-"""The ResidualScheme interface: the student point x_theta(z, t_i) and its time derivative."""
+"""The ResidualScheme interface: a point of a path t ↦ x(t) at collocation times and its time derivative."""
 
 from __future__ import annotations
 
@@ -7,19 +7,19 @@ from typing import ClassVar
 
 import torch
 
-from odedistill.models.base import TrajectoryModel
+from odedistill.models.base import Path
 
 
 class ResidualScheme(ABC):
-    """Estimate dx_theta/dt at collocation times t_i = grid[idx] for a batch of initial states.
+    """Estimate dx/dt of a ``Path`` at collocation times t_i = grid[idx], one per sample.
 
-    Subclasses declare their ``order`` of accuracy in the grid spacing, the number of student
-    ``evaluations`` they cost per sample, and whether they ``needs_forward_ad``. With
-    ``fused=True`` the student evaluations of a batch run as one forward pass over the
-    concatenated batch.
+    The path is any curve through the student: PID's x_theta(z, ·) from the initial states,
+    or a flow map's X(x_s, s, ·) from source states. Subclasses declare their ``order`` of
+    accuracy in the grid spacing, the number of path ``evaluations`` they cost per sample, and
+    whether they ``needs_forward_ad``. With ``fused=True`` the evaluations of a batch run as one
+    forward pass over the repeated batch.
     """
 
-    name: ClassVar[str]
     order: ClassVar[float]
     evaluations: ClassVar[int]
     needs_forward_ad: ClassVar[bool] = False
@@ -29,29 +29,9 @@ class ResidualScheme(ABC):
 
     @abstractmethod
     def __call__(
-        self,
-        model: TrajectoryModel,
-        grid: torch.Tensor,
-        z: torch.Tensor,
-        idx: torch.Tensor,
-        cond: torch.Tensor | None = None,
+        self, path: Path, grid: torch.Tensor, idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return ``(t, y, v)``: times t_i (B,), y = x_theta(z, t_i), and v ~ dy/dt."""
-
-    def evaluate(
-        self,
-        model: TrajectoryModel,
-        z: torch.Tensor,
-        times: list[torch.Tensor],
-        cond: torch.Tensor | None,
-    ) -> list[torch.Tensor]:
-        """x_theta(z, t) for each per-sample time tensor in ``times``, fused into one pass or not."""
-        if not self.fused or len(times) == 1:
-            return [model(z, t, cond) for t in times]
-        k = len(times)
-        zz = torch.cat([z] * k)
-        cc = None if cond is None else torch.cat([cond] * k)
-        return list(model(zz, torch.cat(times), cc).chunk(k))
+        """Return ``(t, y, v)``: times t_i (B,), y = x(t_i), and v ~ dx/dt at t_i."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(fused={self.fused})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from odedistill._tensor import append_dims
-from odedistill.models.base import TrajectoryModel
+from odedistill.models.base import Path
 from odedistill.schemes.base import ResidualScheme
 
 
@@ -16,25 +16,19 @@ class Upwind(ResidualScheme):
     of the teacher from t_i has zero PID loss at every i < N - 1 (Tee et al. 2024, Theorem 1).
     """
 
-    name = "upwind"
     order = 1
     evaluations = 2
 
     def __call__(
-        self,
-        model: TrajectoryModel,
-        grid: torch.Tensor,
-        z: torch.Tensor,
-        idx: torch.Tensor,
-        cond: torch.Tensor | None = None,
+        self, path: Path, grid: torch.Tensor, idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         N = grid.shape[0]
         j = idx + 1
         j = torch.where(j == N, torch.full_like(j, N - 2), j)
         t_i, t_j = grid[idx], grid[j]
-        y, y_j = self.evaluate(model, z, [t_i.to(z.dtype), t_j.to(z.dtype)], cond)
+        y, y_j = path.many([t_i.to(path.dtype), t_j.to(path.dtype)], self.fused)
         v = (y - y_j) / append_dims((t_i - t_j).to(y.dtype), y.ndim)
-        return t_i.to(z.dtype), y, v
+        return t_i.to(path.dtype), y, v
 
 
 def three_point_weights(
@@ -59,17 +53,11 @@ class Central(ResidualScheme):
     formulas on t_0, t_1, t_2 and t_{N-3}, t_{N-2}, t_{N-1}. Needs N >= 3.
     """
 
-    name = "central"
     order = 2
     evaluations = 3
 
     def __call__(
-        self,
-        model: TrajectoryModel,
-        grid: torch.Tensor,
-        z: torch.Tensor,
-        idx: torch.Tensor,
-        cond: torch.Tensor | None = None,
+        self, path: Path, grid: torch.Tensor, idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         N = grid.shape[0]
         if N < 3:
@@ -79,8 +67,9 @@ class Central(ResidualScheme):
         nodes = grid[stencil].double()
         t_i = grid[idx]
         w = three_point_weights(nodes, t_i.double())
-        ys = self.evaluate(model, z, [nodes[:, m].to(z.dtype) for m in range(3)], cond)
-        v = sum(append_dims(w[m].to(ys[m].dtype), z.ndim) * ys[m] for m in range(3))
-        pos = append_dims(idx - first, z.ndim)  # which of the three is t_i
+        ys = path.many([nodes[:, m].to(path.dtype) for m in range(3)], self.fused)
+        ndim = ys[0].ndim
+        v = sum(append_dims(w[m].to(ys[m].dtype), ndim) * ys[m] for m in range(3))
+        pos = append_dims(idx - first, ndim)  # which of the three is t_i
         y = torch.where(pos == 0, ys[0], torch.where(pos == 1, ys[1], ys[2]))
-        return t_i.to(z.dtype), y, v
+        return t_i.to(path.dtype), y, v

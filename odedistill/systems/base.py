@@ -15,11 +15,9 @@ class ODESystem(ABC):
     shape of one state, the vector field ``f(x, t, cond)`` with a per-sample time ``t`` of
     shape (B,), and how initial states ``z`` (and optional conditions such as one-hot class
     labels) are drawn. The PID residual compares ``to_target(x, t, dx/dt)`` with
-    ``target(x, t, cond)``; by default both are velocities (the identity map).
-
-    Attributes that tune the boundary-exact student (see ``BoundaryTrajectory``):
-    ``trajectory_anchor`` is the time at which the weight of ``z`` vanishes (default
-    ``t_end``), ``student_input_scale`` multiplies ``z`` before the network.
+    ``target(x, t, cond)``; by default both are velocities (the identity map). How a student
+    wraps its network (anchor, input scale, time input) is the student's concern:
+    ``odedistill.models.parametrisation``.
     """
 
     t_start: float
@@ -57,19 +55,6 @@ class ODESystem(ABC):
         """The teacher's value in target space: ``to_target(x, t, f(x, t, cond))``."""
         return self.to_target(x, t, self.f(x, t, cond))
 
-    # ------------------------------------------------- student parametrisation
-    @property
-    def trajectory_anchor(self) -> float:
-        return self.t_end
-
-    @property
-    def student_input_scale(self) -> float:
-        return 1.0
-
-    def student_time(self, t: torch.Tensor) -> torch.Tensor:
-        """The time input the student network sees (c_noise); the identity by default."""
-        return t
-
     # -------------------------------------------------------------- data side
     def sample_data(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``n`` states from the true distribution at ``t_end``, where it is known."""
@@ -92,10 +77,6 @@ class ODESystem(ABC):
     @property
     def is_image(self) -> bool:
         return len(self.state_shape) == 3
-
-    @property
-    def direction(self) -> float:
-        return 1.0 if self.t_end > self.t_start else -1.0
 
 
 def one_hot_labels(

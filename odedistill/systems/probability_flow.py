@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 
 from odedistill._tensor import append_dims
+from odedistill.errors import UserError
 from odedistill.systems.base import ODESystem, one_hot_labels
 
 Denoiser = Callable[..., torch.Tensor]
@@ -20,15 +20,15 @@ class ProbabilityFlowODE(ODESystem):
     state is z ~ N(0, T^2 I). The PID residual is measured in denoised space:
     ``to_target(x, t, v) = x - t v``, whose teacher value is ``D(x; t)`` itself.
 
-    The student sees ``c_in z`` with c_in = 1/sqrt(sigma_data^2 + T^2) and c_noise(t) = ln(t)/4,
-    and its trajectory is anchored at t = 0 (x = (t/T) z + (1 - t/T) F), as in PID.
+    ``denoiser=None`` gives the system without its teacher: it draws initial states and
+    conditions (what sampling a trained student needs) but has no vector field.
     """
 
     reference_log_time = True
 
     def __init__(
         self,
-        denoiser: Denoiser,
+        denoiser: Denoiser | None,
         state_shape: tuple[int, ...],
         t_max: float = 80.0,
         t_min: float = 0.002,
@@ -50,6 +50,11 @@ class ProbabilityFlowODE(ODESystem):
     def target(
         self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
     ) -> torch.Tensor:
+        if self.denoiser is None:
+            raise UserError(
+                "this probability-flow ODE was rebuilt without its teacher (from a student "
+                "checkpoint); it can draw initial states but not evaluate the vector field"
+            )
         return self.denoiser(x, t, class_labels=cond)
 
     def to_target(self, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -64,17 +69,6 @@ class ProbabilityFlowODE(ODESystem):
         self, n: int, generator: torch.Generator | None = None
     ) -> torch.Tensor | None:
         return one_hot_labels(n, self.label_dim, generator) if self.label_dim > 0 else None
-
-    @property
-    def trajectory_anchor(self) -> float:
-        return 0.0
-
-    @property
-    def student_input_scale(self) -> float:
-        return 1.0 / math.sqrt(self.sigma_data**2 + self.t_start**2)
-
-    def student_time(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.log(t) / 4
 
     def sample_data(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         sample = getattr(self.denoiser, "sample", None)

@@ -1,20 +1,30 @@
 """Teacher denoisers D(x; σ, class_labels): EDM networks, their checkpoints, exact mixtures."""
 
+from odedistill.teachers.architectures import (
+    EDM_ARCHITECTURES,
+    EDM_PRETRAINED_URL,
+    edm_architecture,
+    random_edm_teacher,
+)
 from odedistill.teachers.edm_pickle import EDMCheckpoint, read_edm_pickle
 from odedistill.teachers.load import convert, load_teacher, read_converted, save_teacher
 from odedistill.teachers.networks import DhariwalUNet, SongUNet
-from odedistill.teachers.precond import EDMPrecond, VEPrecond, VPPrecond, build_network
+from odedistill.teachers.precond import EDMPrecond, VEPrecond, VPPrecond, build_edm_module
 
 __all__ = [
+    "EDM_ARCHITECTURES",
+    "EDM_PRETRAINED_URL",
     "DhariwalUNet",
     "EDMCheckpoint",
     "EDMPrecond",
     "SongUNet",
     "VEPrecond",
     "VPPrecond",
-    "build_network",
+    "build_edm_module",
     "convert",
+    "edm_architecture",
     "load_teacher",
+    "random_edm_teacher",
     "read_converted",
     "read_edm_pickle",
     "save_teacher",

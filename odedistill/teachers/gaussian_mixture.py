@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from odedistill.errors import UserError
+
 
 class GaussianMixtureDenoiser(nn.Module):
     """Exact posterior-mean denoiser of p(x0) = sum_k w_k N(mu_k, s_k^2 I).
@@ -114,8 +116,6 @@ def digits_mixture(count: int = 0, std: float = 0.05) -> GaussianMixtureDenoiser
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:  # pragma: no cover - depends on the environment
-        from odedistill.errors import UserError
-
         raise UserError(
             "the digits teacher needs scikit-learn; install it with: pip install 'odedistill[digits]'"
         ) from e

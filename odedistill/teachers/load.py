@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from odedistill._io import atomic_write
 from odedistill.errors import UserError
 from odedistill.teachers.edm_pickle import EDMCheckpoint, read_edm_pickle
+from odedistill.teachers.precond import build_edm_module
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "convert", "load_teacher", "read_converted"]
 
@@ -33,10 +36,8 @@ _LICENCE = "EDM checkpoint by NVIDIA, CC BY-NC-SA 4.0; these weights keep that l
 
 
 def _build(ckpt: EDMCheckpoint, device: str | torch.device) -> nn.Module:
-    from odedistill.teachers.precond import build_network
-
     with torch.device(device):
-        return build_network(ckpt.class_name, ckpt.init_kwargs)
+        return build_edm_module(ckpt.class_name, ckpt.init_kwargs)
 
 
 def _check_state_dict(net: nn.Module, ckpt: EDMCheckpoint) -> None:
@@ -150,8 +151,6 @@ def convert(pkl_path: str | Path, out_path: str | Path, key: str = "ema") -> EDM
 
 
 def _write(ckpt: EDMCheckpoint, out_path: Path, source: str) -> None:
-    from safetensors.torch import save_file
-
     metadata = _metadata(ckpt, source)
     tensors = _unshared(ckpt.state_dict)
     atomic_write(out_path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
@@ -163,7 +162,7 @@ def save_teacher(
     """Write a denoiser of our EDM classes (e.g. one you trained) as a teacher ``.safetensors``.
 
     ``init_kwargs`` are the constructor arguments that rebuild ``net`` through
-    ``build_network(class_name, init_kwargs)``; the file loads with :func:`load_teacher`.
+    ``build_edm_module(class_name, init_kwargs)``; the file loads with :func:`load_teacher`.
     """
     out_path = Path(out_path)
     if out_path.suffix != ".safetensors":
@@ -190,8 +189,6 @@ def _json(meta: dict[str, str], name: str, path: Path) -> Any:
 
 def read_converted(path: str | Path) -> EDMCheckpoint:
     """Read a teacher file written by :func:`convert` (weights on the CPU)."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no such file: {path}")
@@ -257,6 +254,5 @@ def load_teacher(
             f"teacher must be an EDM .pkl or a converted .safetensors, not {path.name!r}"
         )
     net = _instantiate(ckpt)
-    net.init_kwargs = dict(ckpt.init_kwargs)  # lets a student of the same architecture be built
     net = net.to(device=device) if dtype is None else net.to(device=device, dtype=dtype)
     return net.eval().requires_grad_(False)

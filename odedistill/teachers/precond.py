@@ -2,7 +2,7 @@
 
 ``EDMPrecond``, ``VPPrecond`` and ``VEPrecond`` wrap a raw network (``self.model``) with the
 coefficients of EDM, VP (Song et al. 2021, DDPM++ schedule) and VE (NCSN++ schedule). Their
-constructor keywords are those stored in EDM's pickles, so ``build_network`` can rebuild a
+constructor keywords are those stored in EDM's pickles, so ``build_edm_module`` can rebuild a
 released checkpoint's module tree from its ``_init_kwargs`` and load its state dict.
 """
 
@@ -16,6 +16,15 @@ import torch
 from torch import Tensor, nn
 
 from odedistill.errors import UserError
+from odedistill.models.parametrisation import (
+    ConstantScale,
+    EDMNoise,
+    Parametrisation,
+    RootScale,
+    VENoise,
+    VPNoise,
+)
+from odedistill.schedules import vp_sigma, vp_sigma_inv
 from odedistill.teachers.networks import NETWORKS
 
 __all__ = [
@@ -24,7 +33,7 @@ __all__ = [
     "PrecondCoefficients",
     "VEPrecond",
     "VPPrecond",
-    "build_network",
+    "build_edm_module",
     "edm_coefficients",
     "ve_coefficients",
     "vp_coefficients",
@@ -53,20 +62,8 @@ def edm_coefficients(sigma: Tensor, sigma_data: float = 0.5) -> PrecondCoefficie
         c_skip=sigma_data**2 / total,
         c_out=sigma * sigma_data / total.sqrt(),
         c_in=1 / total.sqrt(),
-        c_noise=sigma.log() / 4,
+        c_noise=EDMNoise()(sigma),
     )
-
-
-def vp_sigma(t: Tensor | float, beta_d: float = 19.9, beta_min: float = 0.1) -> Tensor:
-    """VP noise level σ(t) = √(exp(½β_d t² + β_min t) − 1) (EDM Table 1)."""
-    t = torch.as_tensor(t)
-    return torch.expm1(0.5 * beta_d * t**2 + beta_min * t).sqrt()
-
-
-def vp_sigma_inv(sigma: Tensor | float, beta_d: float = 19.9, beta_min: float = 0.1) -> Tensor:
-    """t_VP(σ), the positive root of ½β_d t² + β_min t = ln(1 + σ²)."""
-    sigma = torch.as_tensor(sigma)
-    return ((beta_min**2 + 2 * beta_d * torch.log1p(sigma**2)).sqrt() - beta_min) / beta_d
 
 
 def vp_coefficients(
@@ -78,7 +75,7 @@ def vp_coefficients(
         c_skip=torch.ones_like(sigma),
         c_out=-sigma,
         c_in=1 / (sigma**2 + 1).sqrt(),
-        c_noise=(M - 1) * vp_sigma_inv(sigma, beta_d, beta_min),
+        c_noise=VPNoise(beta_d, beta_min, M)(sigma),
     )
 
 
@@ -89,7 +86,7 @@ def ve_coefficients(sigma: Tensor) -> PrecondCoefficients:
         c_skip=torch.ones_like(sigma),
         c_out=sigma,
         c_in=torch.ones_like(sigma),
-        c_noise=(0.5 * sigma).log(),
+        c_noise=VENoise()(sigma),
     )
 
 
@@ -118,16 +115,23 @@ class _Precond(nn.Module):
         self.img_channels = img_channels
         self.label_dim = label_dim
         self.use_fp16 = use_fp16
-        self.model = _build_model(
-            model_type,
+        #: the raw network's class and constructor arguments (what rebuilds a copy of it)
+        self.model_type = model_type
+        self.model_kwargs = dict(
             img_resolution=img_resolution,
             in_channels=img_channels,
             out_channels=img_channels,
             label_dim=label_dim,
             **model_kwargs,
         )
+        self.model = _build_model(model_type, **self.model_kwargs)
 
     def coefficients(self, sigma: Tensor) -> PrecondCoefficients:
+        raise NotImplementedError
+
+    def parametrisation(self) -> Parametrisation:
+        """What a student copying ``self.model`` must feed it: this preconditioner's c_in and
+        c_noise, anchored at σ = 0 (the denoised image)."""
         raise NotImplementedError
 
     def forward(
@@ -192,6 +196,9 @@ class EDMPrecond(_Precond):
     def coefficients(self, sigma: Tensor) -> PrecondCoefficients:
         return edm_coefficients(sigma, self.sigma_data)
 
+    def parametrisation(self) -> Parametrisation:
+        return Parametrisation(0.0, RootScale(self.sigma_data), EDMNoise())
+
 
 class VPPrecond(_Precond):
     """VP preconditioning (Song et al. 2021 as in Karras et al. 2022, Table 1, VP column)."""
@@ -222,6 +229,9 @@ class VPPrecond(_Precond):
 
     def coefficients(self, sigma: Tensor) -> PrecondCoefficients:
         return vp_coefficients(sigma, self.beta_d, self.beta_min, self.M)
+
+    def parametrisation(self) -> Parametrisation:
+        return Parametrisation(0.0, RootScale(1.0), VPNoise(self.beta_d, self.beta_min, self.M))
 
     def sigma(self, t: Tensor | float) -> Tensor:
         """σ(t) of this VP schedule."""
@@ -255,6 +265,9 @@ class VEPrecond(_Precond):
     def coefficients(self, sigma: Tensor) -> PrecondCoefficients:
         return ve_coefficients(sigma)
 
+    def parametrisation(self) -> Parametrisation:
+        return Parametrisation(0.0, ConstantScale(1.0), VENoise())
+
 
 PRECONDS: dict[str, type[nn.Module]] = {
     "EDMPrecond": EDMPrecond,
@@ -264,7 +277,7 @@ PRECONDS: dict[str, type[nn.Module]] = {
 """Preconditioners by the class name stored in EDM pickles."""
 
 
-def build_network(
+def build_edm_module(
     class_name: str, init_kwargs: Mapping[str, Any], init_args: Sequence[Any] = ()
 ) -> nn.Module:
     """Rebuild an EDM module from a pickle's class name (bare or dotted) and constructor args."""

@@ -1,1 +1,1 @@
-"""Training: recipes, the PID loop, checkpoints, EMAs, data parallelism and mixed precision."""
+"""Training: the PID trainer, its objective, metrics and sample grids."""

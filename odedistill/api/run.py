@@ -1,0 +1,142 @@
+"""A whole run: recipe -> validated config -> training -> checkpoints, eval.json and samples.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from odedistill.api.fid_runs import evaluate_checkpoint
+from odedistill.evaluation.features import FIDScorer, default_seeds
+from odedistill.evaluation.pictures import write_samples_png
+from odedistill.evaluation.report import evaluate, write_eval
+from odedistill.infra import distributed
+from odedistill.infra.build import Session, build_session
+from odedistill.infra.devices import resolve_device
+from odedistill.infra.recipes import to_toml
+from odedistill.infra.rundir import prepare_run
+from odedistill.training.trainer import (
+    Hook,
+    Trainer,
+    reported_weights,
+    weights_of,
+    write_run_config,
+)
+
+
+class FIDDuringTraining(Hook):
+    """``eval.fid_every``: FID of the checkpoint just written, into fid.json and metrics.jsonl."""
+
+    def __init__(self, session: Session) -> None:
+        self.every = session.cfg.eval.fid_every
+        self.scorer: FIDScorer | None = None  # loaded at the first use
+
+    def after_checkpoint(self, trainer: Trainer, path: Path) -> None:
+        if not self.every or trainer.step % self.every:
+            return
+        e = trainer.cfg.eval
+        if self.scorer is None:
+            self.scorer = FIDScorer(
+                e.fid_ref,
+                e.fid_detector,
+                default_seeds(e.fid_num),
+                device=trainer.session.device,
+                progress=False,
+                dist=trainer.dist,
+            )
+        distributed.barrier()  # rank 0's checkpoint is on disk
+        records = evaluate_checkpoint(
+            trainer.run_dir,
+            path,
+            weights=e.fid_weights,
+            device=trainer.session.device,
+            scorer=self.scorer,
+            dist=trainer.dist,
+        )
+        trainer.log.write({"step": trainer.step, "fid": {r["weights"]: r["fid"] for r in records}})
+
+
+def finish_run(session: Session, run_dir: Path, console: Console) -> dict[str, Any]:
+    """Evaluate the trained students, write eval.json and samples.png, return the report."""
+    cfg = session.cfg
+    students = weights_of(session)
+    chosen = reported_weights(session)
+    with console.status("evaluating against the exact solution"):
+        report, outputs = evaluate(cfg, session.system, students, chosen)
+        write_eval(run_dir, report)
+        write_samples_png(
+            session.system,
+            outputs,
+            run_dir / "samples.png",
+            students[chosen],
+            session.grid,
+            grid_size=cfg.eval.grid_size,
+            trajectories=cfg.eval.trajectories,
+        )
+    return report
+
+
+def run_recipe(
+    recipe: str | Path,
+    out: str | Path | None = None,
+    overrides: list[str] | None = None,
+    dry_run: bool = False,
+    resume: bool = False,
+    show_progress: bool = True,
+    console: Console | None = None,
+) -> dict[str, Any] | None:
+    """The ``odedistill run`` command as a function. Returns the eval report (or None).
+
+    Under torchrun (WORLD_SIZE > 1) every process calls it: they join one process group,
+    train data-parallel, and only rank 0 prints, writes the run directory and evaluates.
+    """
+    main = distributed.env_rank() == 0
+    console = console or Console(stderr=True, quiet=not main)
+    cfg, run_dir = prepare_run(recipe, overrides or [], out, resume)
+    if dry_run:
+        if main:
+            Console().print(to_toml(cfg), markup=False, highlight=False)
+            console.print(f"# run directory: {run_dir} (dry run: nothing written)")
+        return None
+    env, device, owned = distributed.init_from_env(resolve_device(cfg.run.device))
+    try:
+        session = build_session(cfg, device)
+        return _train_and_evaluate(session, run_dir, env, resume, show_progress, console)
+    finally:
+        if owned:
+            distributed.shutdown()
+
+
+def _train_and_evaluate(
+    session: Session,
+    run_dir: Path,
+    env: distributed.DistEnv,
+    resume: bool,
+    show_progress: bool,
+    console: Console,
+) -> dict[str, Any] | None:
+    cfg = session.cfg
+    trainer = Trainer(session, run_dir, hooks=[FIDDuringTraining(session)])
+    if resume:
+        step = trainer.resume()
+        console.print(f"resuming {run_dir} from step {step}")
+    if env.is_main:
+        write_run_config(session, run_dir)
+    world = f", {env.world_size} processes" if env.enabled else ""
+    console.print(
+        f"[bold]odedistill[/] {cfg.run.name}: {cfg.scheme.kind} scheme, N={cfg.scheme.N}, "
+        f"{sum(p.numel() for p in session.model.parameters()):,} parameters, "
+        f"{cfg.train.precision}, device {session.device}{world} -> {run_dir}"
+    )
+    trainer.run(show_progress=show_progress and env.is_main, console=console)
+    if not cfg.eval.enabled or not env.is_main:
+        return None
+    report = finish_run(session, run_dir, console)
+    s = report["samplers"]["student"]
+    console.print(
+        f"student (1 step): relative error {s['trajectory_rel_error']:.4g}, "
+        f"sliced W1 {s['sliced_w1']:.4g} (data floor {report['data_floor_sliced_w1']:.4g})"
+    )
+    console.print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'samples.png'}")
+    return report

@@ -1,0 +1,72 @@
+"""samples.png of a finished run: one-step samples beside exact endpoints, data and (2-D) trajectories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from odedistill.infra import pictures
+from odedistill.models.base import TrajectoryModel
+from odedistill.solvers import solve_reference
+from odedistill.systems.base import ODESystem
+from odedistill.systems.probability_flow import ProbabilityFlowODE
+
+
+@torch.no_grad()
+def write_samples_png(
+    system: ODESystem,
+    outputs: dict[str, torch.Tensor],
+    path: Path,
+    model: TrajectoryModel,
+    times: torch.Tensor,
+    grid_size: int = 8,
+    trajectories: int = 8,
+) -> Path:
+    """Image panels (student, the largest-NFE Heun, exact endpoints, data), or 2-D scatters
+    with ``trajectories`` student paths through ``times`` against exact ones."""
+    if system.is_image:
+        n = min(grid_size**2, outputs["student"].shape[0])
+        heun_key = max(
+            (k for k in outputs if k.startswith("heun_")),
+            default=None,
+            key=lambda k: int(k.split("_")[1]),
+        )
+        panels = {"student, 1 step": outputs["student"][:n]}
+        if heun_key:
+            panels[f"teacher Heun, {heun_key.split('_')[1]} NFE"] = outputs[heun_key][:n]
+        panels["exact ODE endpoint"] = outputs["exact"][:n]
+        panels["data"] = outputs["data"][:n]
+        return pictures.plot_image_panels(
+            {k: v.clamp(-1, 1) for k, v in panels.items()}, path, cols=grid_size
+        )
+    if system.dim != 2:
+        return path
+    panels = {
+        "data": outputs["data"],
+        "exact ODE endpoints": outputs["exact"],
+        "student, 1 step": outputs["student"],
+    }
+    traj = None
+    k = min(trajectories, outputs["z"].shape[0])
+    if k:
+        times = times.double().cpu()
+        z = outputs["z"][:k]
+        dev = next(model.parameters()).device
+        student = torch.stack(
+            [
+                model(z.float().to(dev), torch.full((k,), float(t), device=dev)).double().cpu()
+                for t in times
+            ]
+        )
+        exact = solve_reference(system, z, t_eval=times.tolist(), rtol=1e-8, atol=1e-8)
+        title = "trajectories (student -, exact --)"
+        if isinstance(system, ProbabilityFlowODE):
+            # x(t) ~ data + t n: dividing by sqrt(1 + t^2) brings the whole path to data scale
+            scale = (1 + times**2).rsqrt()[:, None, None]
+            student, exact = student * scale, exact * scale
+            title = (
+                f"x(t)/sqrt(1+t^2), t: {system.t_start:g} -> {system.t_end:g} (student -, exact --)"
+            )
+        traj = (times, student, exact)
+    return pictures.plot_2d(panels, path, traj, traj_title=title if traj else "")

@@ -1,0 +1,144 @@
+"""Build what a validated config describes: the session (system, student, EMAs, scheme, grid), distance, optimiser."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from odedistill.distances import Distance, make_distance
+from odedistill.grids import make_grid
+from odedistill.infra.config import Config
+from odedistill.infra.devices import resolve_device
+from odedistill.infra.ema import EMA
+from odedistill.infra.registries import (
+    SYSTEMS,
+    StudentNet,
+    Teacher,
+    build_student_network,
+    build_system,
+    build_teacher,
+)
+from odedistill.models.boundary import BoundaryTrajectory
+from odedistill.schemes import ResidualScheme, make_scheme
+from odedistill.systems.base import ODESystem
+
+
+@dataclass
+class Session:
+    """Everything a run trains, built from its config.
+
+    ``student_spec`` is what rebuilds the student without the config's teacher (see
+    :mod:`odedistill.infra.students`): the network's class and arguments, the
+    parametrisation, and the system's kind, interval and shapes.
+    """
+
+    cfg: Config
+    device: torch.device
+    system: ODESystem
+    model: BoundaryTrajectory
+    ema: EMA
+    scheme: ResidualScheme
+    grid: torch.Tensor
+    student_spec: dict[str, Any] = field(default_factory=dict)
+
+
+def student_spec(
+    cfg: Config, system: ODESystem, model: BoundaryTrajectory, net_spec: dict, from_recipe: bool
+) -> dict[str, Any]:
+    """The JSON description of a student that :mod:`odedistill.infra.students` rebuilds.
+
+    A system given as a Python object (not built from the recipe) is recorded by class name
+    only: it cannot be rebuilt from a file.
+    """
+    section = (
+        dict(vars(cfg.system))
+        if from_recipe
+        else {"kind": "object", "class": type(system).__qualname__}
+    )
+    return {
+        "format": "odedistill-student-1",
+        "trajectory": "boundary",
+        "network": net_spec,
+        "parametrisation": model.param.to_dict(),
+        "t_start": model.t_start,
+        "t_end": model.t_end,
+        "state_shape": list(system.state_shape),
+        "label_dim": int(system.label_dim),
+        "system": section,
+    }
+
+
+def build_session(
+    cfg: Config,
+    device: torch.device | None = None,
+    *,
+    system: ODESystem | None = None,
+    net: nn.Module | None = None,
+) -> Session:
+    """Seed, then build the system (with its teacher), student, EMAs, scheme and grid for ``cfg``.
+
+    ``system`` and ``net`` replace the recipe's (the library API passes a user's own).
+    """
+    device = device or resolve_device(cfg.run.device)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    torch.manual_seed(cfg.run.seed)
+    teacher: Teacher | None = None
+    from_recipe = system is None
+    if system is None:
+        if SYSTEMS.get(cfg.system.kind).needs_teacher:
+            teacher = build_teacher(cfg, device)
+        system = build_system(cfg, device, teacher)
+    if net is None:
+        student = build_student_network(cfg, system, teacher)
+    else:
+        student = StudentNet(net, {"class": type(net).__qualname__, "kwargs": None})
+    model = BoundaryTrajectory.for_system(student.net, system, student.param).to(device)
+    return Session(
+        cfg=cfg,
+        device=device,
+        system=system,
+        model=model,
+        ema=EMA(model, cfg.train.ema_rates),
+        scheme=build_scheme(cfg),
+        grid=build_grid(cfg, system, device),
+        student_spec=student_spec(cfg, system, model, student.spec, from_recipe),
+    )
+
+
+def build_scheme(cfg: Config) -> ResidualScheme:
+    return make_scheme(cfg.scheme.kind, fused=cfg.scheme.fused)
+
+
+def build_grid(cfg: Config, system: ODESystem, device: torch.device) -> torch.Tensor:
+    """The collocation grid (float64 for the derivative weights) on ``device``."""
+    s = cfg.scheme
+    return make_grid(s.grid, s.N, system.t_start, system.t_end, s.rho).to(device)
+
+
+def build_distance(cfg: Config) -> Distance:
+    return make_distance(cfg.loss.distance, cfg.loss.huber_c)
+
+
+def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
+    o = cfg.optim
+    cls = torch.optim.RAdam if o.name == "radam" else torch.optim.Adam
+    return cls(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+
+
+def learning_rate(cfg: Config, step: int) -> float:
+    """The learning rate of iteration ``step`` (0-based): linear warm-up, then constant or cosine.
+
+    Cosine decays from ``optim.lr`` after the warm-up to 0 at ``train.iterations``.
+    """
+    o, total = cfg.optim, cfg.train.iterations
+    if step < o.warmup:
+        return o.lr * (step + 1) / o.warmup
+    if o.schedule == "cosine":
+        span = max(total - o.warmup, 1)
+        return o.lr * 0.5 * (1 + math.cos(math.pi * (step - o.warmup) / span))
+    return o.lr

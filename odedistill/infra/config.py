@@ -1,0 +1,228 @@
+"""Recipe sections as typed config objects: every knob with its default, help, choices and range.
+
+Choices that name an implementation (the scheme, the grid, the distance, the system, the
+teacher, the student network) are registries: a registered option is valid in a recipe at
+once. Validation, ``--set`` overrides and reading TOML are in :mod:`odedistill.infra.recipes`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from odedistill.distances import DISTANCES
+from odedistill.grids import GRIDS
+from odedistill.infra.precision import AUTOCAST_DTYPES
+from odedistill.infra.registries import NETWORKS, SYSTEMS, TEACHERS
+from odedistill.schemes import SCHEMES
+from odedistill.teachers.architectures import EDM_ARCHITECTURES
+
+
+def _f(
+    default: Any,
+    help: str,
+    choices: Any = None,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+) -> Any:
+    """A config field with its one-line help, allowed choices (a tuple or a registry) and range."""
+    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunConfig:
+    name: str = _f("run", "name of the run (the default run directory is runs/<name>)")
+    seed: int = _f(0, "seed for initialisation and for the noise stream", lo=0)
+    device: str = _f("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:K'")
+    threads: int = _f(
+        0, "CPU threads for torch (0 = torch's default; 1 is fastest on a busy machine)", lo=0
+    )
+
+
+@dataclass
+class SystemConfig:
+    kind: str = _f("probability_flow", "the ODE", choices=SYSTEMS)
+    t_max: float = _f(
+        80.0, "T, where the probability-flow ODE starts (z ~ N(0, T^2 I))", lo=0, lo_open=True
+    )
+    t_min: float = _f(
+        0.002, "epsilon, where it ends and one-step samples are read", lo=0, lo_open=True
+    )
+    sigma_data: float = _f(
+        0.5, "sigma_data of the preconditioning (student c_in)", lo=0, lo_open=True
+    )
+
+
+@dataclass
+class TeacherConfig:
+    kind: str = _f("gaussian_mixture", "the teacher of the probability-flow ODE", choices=TEACHERS)
+    preset: str = _f(
+        "ring",
+        "mixture means: 'ring' (2-D), 'grid' (2-D) or 'digits' (1x8x8)",
+        choices=("ring", "grid", "digits"),
+    )
+    modes: int = _f(8, "ring: number of modes; grid: modes per side", lo=1)
+    radius: float = _f(1.0, "ring radius, or grid spacing", lo=0, lo_open=True)
+    std: float = _f(0.05, "standard deviation of every mixture component", lo=0)
+    count: int = _f(0, "digits: how many images become means (0 = all 1797)", lo=0)
+    path: str = _f("", "edm: path to a released .pkl or a converted .safetensors")
+    arch: str = _f(
+        "ddpmpp",
+        "edm_random: EDM's configuration 'ddpmpp' (CIFAR-10 VP), 'ncsnpp' (CIFAR-10 VE) or "
+        "'adm' (ImageNet-64)",
+        choices=tuple(EDM_ARCHITECTURES),
+    )
+    img_resolution: int = _f(
+        0,
+        "edm_random: image size (0 = the configuration's: 32, or 64 for adm); attention "
+        "stays at the same fractions of it",
+        lo=0,
+    )
+    label_dim: int = _f(
+        -1, "edm_random: classes (-1 = the configuration's: 0, or 1000 for adm)", lo=-1
+    )
+    model_channels: int = _f(
+        0, "edm_random: base channels (0 = the configuration's: 128, or 192 for adm)", lo=0
+    )
+    channel_mult: list[int] = _f(
+        [], "edm_random: channel multiplier per resolution ([] = the configuration's)"
+    )
+    num_blocks: int = _f(
+        0, "edm_random: residual blocks per resolution (0 = the configuration's: 4, or 3)", lo=0
+    )
+
+
+@dataclass
+class StudentConfig:
+    net: str = _f("mlp", "the network F", choices=NETWORKS)
+    init: str = _f(
+        "random",
+        "'random' or 'teacher' (a copy of the teacher's raw network)",
+        choices=("random", "teacher"),
+    )
+    dropout: float = _f(
+        0.0, "teacher architecture: dropout rate of the student (PID: 0)", lo=0, hi=1
+    )
+    width: int = _f(256, "mlp: hidden width", lo=1)
+    depth: int = _f(4, "mlp: residual blocks", lo=1)
+    channels: int = _f(32, "unet: base channels", lo=1)
+    channel_mult: list[int] = _f([1, 2], "unet: channel multiplier per resolution")
+    blocks: int = _f(1, "unet: residual blocks per resolution", lo=1)
+    attention: bool = _f(True, "unet: self-attention at the lowest resolution")
+
+
+@dataclass
+class SchemeConfig:
+    kind: str = _f("upwind", "residual scheme", choices=SCHEMES)
+    N: int = _f(250, "number of collocation points (t_0 = T ... t_{N-1} = epsilon)", lo=3)
+    grid: str = _f("karras", "collocation grid", choices=GRIDS)
+    rho: float = _f(7.0, "Karras grid exponent", lo=0, lo_open=True)
+    fused: bool = _f(True, "run a sample's student evaluations as one batched pass")
+
+
+@dataclass
+class LossConfig:
+    distance: str = _f("l2", "distance in the system's target space", choices=DISTANCES)
+    huber_c: float = _f(0.0, "pseudo-Huber c; 0 means 0.00054 sqrt(dim)", lo=0)
+
+
+@dataclass
+class OptimConfig:
+    name: str = _f("radam", "'radam' (PID) or 'adam'", choices=("radam", "adam"))
+    lr: float = _f(2e-4, "learning rate (peak of the schedule)", lo=0, lo_open=True)
+    schedule: str = _f(
+        "constant",
+        "learning-rate schedule after warm-up: 'constant' (PID) or 'cosine' (decay to 0 at the "
+        "last iteration)",
+        choices=("constant", "cosine"),
+    )
+    warmup: int = _f(0, "iterations of linear learning-rate warm-up from 0 (0 = none)", lo=0)
+    betas: list[float] = _f([0.9, 0.999], "Adam betas")
+    eps: float = _f(1e-8, "Adam epsilon", lo=0, lo_open=True)
+    weight_decay: float = _f(0.0, "weight decay", lo=0)
+    grad_clip: float = _f(0.0, "clip the gradient norm to this (0 = off)", lo=0)
+
+
+@dataclass
+class TrainConfig:
+    batch: int = _f(256, "samples per iteration, over all processes (the global batch)", lo=1)
+    micro_batch: int = _f(
+        0,
+        "samples per forward/backward pass on one process; gradients accumulate over the "
+        "process's share of the batch (0 = the whole share in one pass)",
+        lo=0,
+    )
+    iterations: int = _f(1000, "optimiser steps", lo=1)
+    ema_rates: list[float] = _f([0.999], "EMA decay rates kept beside the weights")
+    log_every: int = _f(50, "iterations between lines of metrics.jsonl", lo=1)
+    checkpoint_every: int = _f(1000, "iterations between checkpoints (and one at the end)", lo=1)
+    keep_checkpoints: int = _f(2, "how many recent checkpoints to keep", lo=1)
+    sample_every: int = _f(
+        0,
+        "iterations between sample grids from fixed seeds, samples/step-XXXXXXXX.png (0 = off)",
+        lo=0,
+    )
+    precision: str = _f(
+        "fp32",
+        "'fp32', 'bf16' or 'fp16': autocast of the networks with fp32 master weights "
+        "(fp16 adds loss scaling); the residual arithmetic stays fp32",
+        choices=tuple(AUTOCAST_DTYPES),
+    )
+    tf32: bool = _f(False, "CUDA: allow TF32 tensor cores for fp32 matmuls and convolutions")
+    channels_last: bool = _f(False, "image networks: channels-last (NHWC) memory layout")
+    compile: bool = _f(False, "torch.compile the student and teacher networks")
+    checkpoint_activations: bool = _f(
+        False, "recompute the student's activations in the backward pass (saves memory)"
+    )
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = _f(True, "evaluate after training: eval.json and samples.png")
+    n_heldout: int = _f(1000, "held-out initial states for trajectory errors", lo=1)
+    seed: int = _f(12345, "seed of the held-out states and fresh data", lo=0)
+    nfe: list[int] = _f([1, 2, 4, 8], "evaluation budgets of the Euler and Heun baselines")
+    ema: float = _f(-1.0, "EMA rate whose weights are 'student' (-1 = the first rate, 0 = raw)")
+    trajectories: int = _f(8, "student trajectories drawn in samples.png", lo=0)
+    grid_size: int = _f(8, "images: rows and columns of the sample grids", lo=1)
+    fid_every: int = _f(
+        0,
+        "FID of the checkpoint every K iterations (0 = off; a multiple of checkpoint_every)",
+        lo=0,
+    )
+    fid_ref: str = _f("", "FID during training: reference statistics .npz (mu, sigma)")
+    fid_detector: str = _f("", "FID during training: the TorchScript Inception detector file")
+    fid_num: int = _f(10000, "FID during training: images from seeds 0 .. fid_num - 1", lo=2)
+    fid_weights: str = _f("all", "FID during training: 'all', 'ema', 'raw' or a rate")
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    scheme: SchemeConfig = field(default_factory=SchemeConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {
+    f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
+}
+
+
+def all_keys() -> list[str]:
+    """Every valid dotted key, e.g. 'train.iterations'."""
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]

@@ -1,0 +1,45 @@
+"""Generate docs/recipes.md from the config dataclasses: ``python -m odedistill.infra.docs``."""
+
+from __future__ import annotations
+
+from odedistill.infra.recipes import builtin_recipes, field_docs
+
+HEADER = """# Recipe reference
+
+A recipe is a TOML file with the sections below; every field is optional and falls back to
+the default shown. Recipes are validated into typed config objects: an unknown key is an
+error that names the closest valid key, and a wrong type or range names the key and what it
+expects. Any field can be overridden on the command line with
+`--set section.key=value` (values are read as TOML: `--set train.ema_rates=[0.999,0.9999]`,
+`--set scheme.kind=central`). `odedistill run RECIPE --dry-run` prints the resolved config
+and writes nothing; the resolved config is saved as `config.json` and `config.toml` in the
+run directory.
+
+Built-in recipes (run them by name, e.g. `odedistill run {first}`): {names}. The
+repository's `recipes/` folder holds them and the GPU recipes.
+
+This page is generated from the code by `python -m odedistill.infra.docs > docs/recipes.md`.
+"""
+
+
+def recipes_markdown() -> str:
+    names = builtin_recipes()
+    lines = [HEADER.format(first="quickstart", names=", ".join(f"`{n}`" for n in names))]
+    section = None
+    for key, typ, default, help_ in field_docs():
+        sec = key.split(".")[0]
+        if sec != section:
+            section = sec
+            lines += [
+                "",
+                f"## [{sec}]",
+                "",
+                "| key | type | default | meaning |",
+                "|---|---|---|---|",
+            ]
+        lines.append(f"| `{key}` | {typ} | `{default}` | {help_.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(recipes_markdown(), end="")

@@ -1,0 +1,238 @@
+"""Recipes: TOML validated into a ``Config``, with dotted ``--set`` overrides, and the resolved config as TOML."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from odedistill.errors import UserError
+from odedistill.infra.config import SECTIONS, Config, all_keys
+from odedistill.registry import Registry
+
+
+def _closest(name: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(options)}"
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        inner = _type_name(typing.get_args(tp)[0]).removeprefix("a ").removeprefix("an ")
+        return f"a list of {'booleans' if inner == 'true or false' else inner + 's'}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
+    """Check ``value`` against type ``tp`` and the field's choices and range; return it typed."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise UserError(f"'{key}' expects {_type_name(tp)}, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, inner, {}) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError("union fields are not supported")  # pragma: no cover
+    ok = (
+        (tp is bool and isinstance(value, bool))
+        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
+        or (tp is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (tp is str and isinstance(value, str))
+    )
+    if not ok:
+        raise UserError(f"'{key}' expects {_type_name(tp)}, got {value!r}")
+    value = float(value) if tp is float else value
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise UserError(
+            f"'{key}' must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+            + _closest(str(value), [str(c) for c in choices]).replace("valid keys", "choices")
+        )
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and (value < lo or (meta.get("lo_open") and value == lo)):
+        bound = f"> {lo}" if meta.get("lo_open") else f">= {lo}"
+        raise UserError(f"'{key}' must be {bound}, got {value!r}")
+    if hi is not None and value > hi:
+        raise UserError(f"'{key}' must be <= {hi}, got {value!r}")
+    return value
+
+
+def from_dict(raw: dict[str, Any], source: str = "recipe") -> Config:
+    """Validate a nested dict (as parsed from TOML) into a ``Config``."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a table of sections")
+    sections: dict[str, Any] = {}
+    for sname, body in raw.items():
+        if sname not in SECTIONS:
+            raise UserError(
+                f"{source}: unknown section '[{sname}]'" + _closest(sname, list(SECTIONS))
+            )
+        if not isinstance(body, dict):
+            raise UserError(f"{source}: '{sname}' must be a [{sname}] table, got {body!r}")
+        cls = SECTIONS[sname]
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in body.items():
+            dotted = f"{sname}.{key}"
+            if key not in fields:
+                raise UserError(f"{source}: unknown key '{dotted}'" + _closest(dotted, all_keys()))
+            try:
+                kwargs[key] = _coerce(dotted, value, hints[key], dict(fields[key].metadata))
+            except UserError as e:
+                raise UserError(f"{source}: {e}") from None
+        sections[sname] = cls(**kwargs)
+    cfg = Config(**sections)
+    _check_consistency(cfg, source)
+    return cfg
+
+
+def _check_consistency(cfg: Config, source: str) -> None:
+    e = cfg.eval
+    if e.fid_every:
+        if not (e.fid_ref and e.fid_detector):
+            raise UserError(
+                f"{source}: 'eval.fid_every' needs 'eval.fid_ref' and 'eval.fid_detector' "
+                "(see docs/evaluation.md)"
+            )
+        if e.fid_every % cfg.train.checkpoint_every:
+            raise UserError(
+                f"{source}: 'eval.fid_every' must be a multiple of 'train.checkpoint_every' "
+                f"({cfg.train.checkpoint_every}), since FID is computed from a checkpoint"
+            )
+    if cfg.system.t_min >= cfg.system.t_max:
+        raise UserError(f"{source}: 'system.t_min' must be smaller than 'system.t_max'")
+    if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
+        raise UserError(f"{source}: 'optim.betas' expects two numbers in [0, 1)")
+    if not all(0 < r < 1 for r in cfg.train.ema_rates):
+        raise UserError(f"{source}: 'train.ema_rates' expects numbers in (0, 1)")
+    if not all(n >= 1 for n in cfg.eval.nfe):
+        raise UserError(f"{source}: 'eval.nfe' expects positive integers")
+    if cfg.eval.ema not in (-1.0, 0.0) and cfg.eval.ema not in cfg.train.ema_rates:
+        raise UserError(
+            f"{source}: 'eval.ema' = {cfg.eval.ema} is not one of 'train.ema_rates' "
+            f"{cfg.train.ema_rates}; use -1 for the first rate or 0 for the raw weights"
+        )
+    if cfg.train.micro_batch > cfg.train.batch:
+        raise UserError(
+            f"{source}: 'train.micro_batch' = {cfg.train.micro_batch} exceeds 'train.batch' = "
+            f"{cfg.train.batch}; use 0 for one pass"
+        )
+    if not all(m >= 1 for m in cfg.teacher.channel_mult):
+        raise UserError(f"{source}: 'teacher.channel_mult' expects positive integers")
+    if cfg.teacher.kind == "edm" and not cfg.teacher.path:
+        raise UserError(f"{source}: 'teacher.path' is required when teacher.kind = 'edm'")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'train.iterations=100' -> ('train.iterations', 100); values are read as TOML."""
+    if "=" not in item:
+        raise UserError(f"--set expects key=value, got {item!r}")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if key not in all_keys():
+        raise UserError(f"--set: unknown key '{key}'" + _closest(key, all_keys()))
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text  # a bare word is a string
+    return key, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each 'section.key=value' set."""
+    raw = json.loads(json.dumps(raw))
+    for item in overrides:
+        key, value = parse_override(item)
+        section, name = key.split(".", 1)
+        raw.setdefault(section, {})[name] = value
+    return raw
+
+
+BUILTIN_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def builtin_recipes() -> list[str]:
+    """Names of the recipes shipped inside the package (``odedistill run NAME``)."""
+    return sorted(p.stem for p in BUILTIN_RECIPES.glob("*.toml"))
+
+
+def resolve_recipe(path: str | Path) -> Path:
+    """A recipe path, or the name of a built-in recipe such as 'quickstart'."""
+    path = Path(path)
+    if not path.is_file() and path.suffix == "" and path.name in builtin_recipes():
+        return BUILTIN_RECIPES / f"{path.name}.toml"
+    return path
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML recipe into a dict; a missing file or bad syntax is a ``UserError``."""
+    path = resolve_recipe(path)
+    if not path.is_file():
+        raise UserError(
+            f"recipe not found: {path} (give the path to a .toml file, or a built-in recipe: "
+            f"{', '.join(builtin_recipes())})"
+        )
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: TOML syntax error: {e}") from e
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a UTF-8 text file") from e
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a recipe."""
+    raw = apply_overrides(read_recipe(path), overrides or [])
+    return from_dict(raw, source=str(path))
+
+
+def to_toml(cfg: Config) -> str:
+    """The resolved config as TOML text (every field, defaults included)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return repr(v)
+
+    lines = []
+    for sname, body in cfg.to_dict().items():
+        lines.append(f"[{sname}]")
+        lines += [f"{k} = {fmt(v)}" for k, v in body.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def field_docs() -> list[tuple[str, str, str, str]]:
+    """(key, type, default, help) for every field: the source of docs/recipes.md.
+
+    A field whose choices are a registry lists every registered option with its own help.
+    """
+    rows = []
+    for sname, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            help_ = f.metadata["help"]
+            choices = f.metadata.get("choices")
+            if isinstance(choices, Registry):
+                help_ = f"{help_}: {choices.describe()}"
+            rows.append((f"{sname}.{f.name}", _type_name(hints[f.name]), repr(default), help_))
+    return rows

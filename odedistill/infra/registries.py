@@ -1,0 +1,243 @@
+"""What a recipe's ``system.kind``, ``teacher.kind`` and ``student.net`` name: builders from the config.
+
+Each registry maps a name to a builder that reads the config sections it needs. The residual
+schemes, grids and distances have registries of their own beside their implementations
+(``odedistill.schemes.SCHEMES``, ``odedistill.grids.GRIDS``, ``odedistill.distances.DISTANCES``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from torch import nn
+
+from odedistill.errors import UserError
+from odedistill.models.nets import MLP, SmallUNet
+from odedistill.models.parametrisation import Parametrisation
+from odedistill.registry import Registry
+from odedistill.systems.base import ODESystem
+from odedistill.systems.linear import LinearODE
+from odedistill.systems.pendulum import DampedPendulum
+from odedistill.systems.probability_flow import ProbabilityFlowODE
+from odedistill.teachers.architectures import (
+    EDM_PRETRAINED_URL,
+    edm_architecture,
+    random_edm_teacher,
+)
+from odedistill.teachers.gaussian_mixture import digits_mixture, grid_mixture, ring_mixture
+from odedistill.teachers.load import load_teacher
+from odedistill.teachers.networks import NETWORKS as EDM_NETWORKS
+
+if TYPE_CHECKING:
+    from odedistill.infra.config import Config
+
+
+class Teacher(NamedTuple):
+    """A teacher denoiser with the shape of its states and its number of classes.
+
+    ``denoiser`` is None for a teacher known only by its shapes (a student rebuilt from a
+    checkpoint samples without its teacher).
+    """
+
+    denoiser: nn.Module | None
+    state_shape: tuple[int, ...]
+    label_dim: int
+
+
+# ------------------------------------------------------------------------------- teachers
+TEACHERS: Registry[Callable[[Config, torch.device], Teacher]] = Registry("teacher")
+
+
+def _mixture(cfg: Config, device: torch.device) -> Teacher:
+    t = cfg.teacher
+    if t.preset == "ring":
+        D = ring_mixture(t.modes, t.radius, t.std)
+    elif t.preset == "grid":
+        D = grid_mixture(t.modes, t.radius, t.std)
+    else:
+        D = digits_mixture(t.count, t.std)
+    return Teacher(D.to(device), D.state_shape, 0)
+
+
+def _edm_shapes(D: nn.Module) -> Teacher:
+    return Teacher(D, (D.img_channels, D.img_resolution, D.img_resolution), D.label_dim)
+
+
+def _edm_checkpoint(cfg: Config, device: torch.device) -> Teacher:
+    path = Path(cfg.teacher.path)
+    if not path.is_file():
+        raise UserError(
+            f"teacher checkpoint not found: {path}; download the EDM checkpoint it names from "
+            f"{EDM_PRETRAINED_URL}{path.stem}.pkl (or convert one with 'odedistill convert') and "
+            "set teacher.path; see docs/scale.md"
+        )
+    return _edm_shapes(load_teacher(path, device))
+
+
+def _edm_random(cfg: Config, device: torch.device) -> Teacher:
+    t = cfg.teacher
+    kw = edm_architecture(
+        t.arch, t.img_resolution, t.label_dim, t.model_channels, t.channel_mult, t.num_blocks
+    )
+    return _edm_shapes(random_edm_teacher(kw, device))
+
+
+TEACHERS.register(
+    "gaussian_mixture", _mixture, help="exact denoiser of a Gaussian mixture (teacher.preset)"
+)
+TEACHERS.register("edm", _edm_checkpoint, help="an EDM checkpoint .pkl or converted .safetensors")
+TEACHERS.register(
+    "edm_random",
+    _edm_random,
+    help="an untrained EDM network of architecture teacher.arch: a stand-in for tests and "
+    "benchmarks",
+)
+
+
+def build_teacher(cfg: Config, device: torch.device) -> Teacher:
+    """The recipe's teacher on ``device``, in eval mode with gradients off."""
+    teacher = TEACHERS.get(cfg.teacher.kind)(cfg, device)
+    teacher.denoiser.eval().requires_grad_(False)
+    return teacher
+
+
+# -------------------------------------------------------------------------------- systems
+@dataclass(frozen=True)
+class SystemKind:
+    """How to build one kind of system: from the config and, if it has one, its teacher."""
+
+    build: Callable[[Config, Teacher | None], ODESystem]
+    needs_teacher: bool = False
+
+
+SYSTEMS: Registry[SystemKind] = Registry("system")
+
+
+def _probability_flow(cfg: Config, teacher: Teacher | None) -> ODESystem:
+    assert teacher is not None
+    s = cfg.system
+    return ProbabilityFlowODE(
+        teacher.denoiser, teacher.state_shape, s.t_max, s.t_min, s.sigma_data, teacher.label_dim
+    )
+
+
+SYSTEMS.register(
+    "probability_flow",
+    SystemKind(_probability_flow, needs_teacher=True),
+    help="of the teacher's denoiser, from system.t_max down to system.t_min",
+)
+SYSTEMS.register(
+    "linear", SystemKind(lambda cfg, teacher: LinearODE()), help="LinearODE, a decaying spiral"
+)
+SYSTEMS.register(
+    "pendulum", SystemKind(lambda cfg, teacher: DampedPendulum()), help="DampedPendulum"
+)
+
+
+def build_system(cfg: Config, device: torch.device, teacher: Teacher | None = None) -> ODESystem:
+    """The ODE the recipe distils; builds its teacher on ``device`` when it needs one.
+
+    ``teacher`` overrides that (a shapes-only ``Teacher`` rebuilds a system without its teacher).
+    """
+    kind = SYSTEMS.get(cfg.system.kind)
+    if kind.needs_teacher and teacher is None:
+        teacher = build_teacher(cfg, device)
+    return kind.build(cfg, teacher)
+
+
+# ----------------------------------------------------------------------- student networks
+class StudentNet(NamedTuple):
+    """A student's network F, what rebuilds it, and the parametrisation it needs (None: the
+    system's default)."""
+
+    net: nn.Module
+    spec: dict[str, Any]
+    param: Parametrisation | None = None
+
+
+NETWORKS: Registry[Callable[[Config, ODESystem, Teacher | None], StudentNet]] = Registry(
+    "student network"
+)
+
+
+def _mlp(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet:
+    st = cfg.student
+    kwargs = dict(
+        state_shape=list(system.state_shape),
+        width=st.width,
+        depth=st.depth,
+        label_dim=system.label_dim,
+    )
+    return StudentNet(MLP(**kwargs), {"class": "MLP", "kwargs": kwargs})
+
+
+def _unet(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet:
+    st = cfg.student
+    if not system.is_image:
+        raise UserError(
+            f"student.net = 'unet' needs image states (C, H, W), but the system's states have "
+            f"shape {system.state_shape}; use student.net = 'mlp'"
+        )
+    kwargs = dict(
+        state_shape=list(system.state_shape),
+        channels=st.channels,
+        channel_mult=list(st.channel_mult),
+        blocks=st.blocks,
+        attention=st.attention,
+        label_dim=system.label_dim,
+    )
+    return StudentNet(SmallUNet(**kwargs), {"class": "SmallUNet", "kwargs": kwargs})
+
+
+def _without_augment(net: nn.Module) -> nn.Module:
+    """Freeze EDM's augmentation-label mapping: the student never receives augment labels.
+
+    The weights stay in the state dict (and load into the teacher's layout) but take no
+    gradient, so DistributedDataParallel sees no unused trainable parameter.
+    """
+    for m in net.modules():
+        augment = getattr(m, "map_augment", None)
+        if isinstance(augment, nn.Module):
+            augment.requires_grad_(False)
+    return net
+
+
+def _teacher_copy(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet:
+    """The teacher's raw network (or a fresh one of its architecture), fed as the teacher feeds it."""
+    st = cfg.student
+    D = None if teacher is None else teacher.denoiser
+    if D is None or not isinstance(getattr(D, "model", None), nn.Module):
+        raise UserError(
+            "student.net = 'teacher' copies the teacher's raw network, which only an EDM "
+            "teacher has (teacher.kind = 'edm' or 'edm_random'); use student.net = 'mlp' or "
+            "'unet'"
+        )
+    kwargs = {**D.model_kwargs, "dropout": st.dropout}
+    if st.init == "teacher":
+        net = copy.deepcopy(D.model)
+    else:
+        net = EDM_NETWORKS[D.model_type](**D.model_kwargs).to(next(D.model.parameters()).device)
+    for m in net.modules():  # the student's dropout rate (PID: 0), in every EDM block
+        if isinstance(getattr(m, "dropout", None), float):
+            m.dropout = st.dropout
+    net = _without_augment(net.train().requires_grad_(True))
+    return StudentNet(net, {"class": D.model_type, "kwargs": kwargs}, D.parametrisation())
+
+
+NETWORKS.register("mlp", _mlp, help="a residual MLP for vector states")
+NETWORKS.register("unet", _unet, help="a small UNet for images")
+NETWORKS.register(
+    "teacher", _teacher_copy, help="the EDM teacher's own architecture (student.init)"
+)
+
+
+def build_student_network(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet:
+    """The student's network F for ``system``, with what rebuilds it and its parametrisation."""
+    if cfg.student.init == "teacher" and cfg.student.net != "teacher":
+        raise UserError("student.init = 'teacher' needs student.net = 'teacher'")
+    return NETWORKS.get(cfg.student.net)(cfg, system, teacher)

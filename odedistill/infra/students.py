@@ -1,0 +1,198 @@
+"""Self-contained students: a checkpoint rebuilds its student without the recipe, the teacher or other weights.
+
+Every training checkpoint holds ``student``: a JSON description of the student (the network's
+class and constructor arguments, the parametrisation, the interval, the state shape, the
+number of classes and the system's recipe section) beside the raw and EMA weights. Rebuilding
+runs no code from the file: the network class must be one of ``NETWORK_CLASSES`` and the
+weights are read with ``torch.load(weights_only=True)``, memory-mapped so that only the
+weights asked for are read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from odedistill.errors import UserError
+from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint
+from odedistill.infra.devices import resolve_device
+from odedistill.infra.recipes import from_dict
+from odedistill.infra.registries import SYSTEMS, Teacher
+from odedistill.models.base import TrajectoryModel
+from odedistill.models.boundary import BoundaryTrajectory
+from odedistill.models.nets import MLP, SmallUNet
+from odedistill.models.parametrisation import Parametrisation
+from odedistill.systems.base import ODESystem
+from odedistill.teachers.networks import NETWORKS as EDM_NETWORKS
+
+STUDENT_FORMAT = "odedistill-student-1"
+
+NETWORK_CLASSES: dict[str, type[nn.Module]] = {"MLP": MLP, "SmallUNet": SmallUNet, **EDM_NETWORKS}
+"""The network classes a student file may name: what can be rebuilt from JSON arguments."""
+
+
+@dataclass
+class LoadedStudent:
+    """A student read from a checkpoint: the model (eval mode, no gradients), its system
+    (rebuilt without its teacher; None for a system given as a Python object), which weights
+    and from which step."""
+
+    model: TrajectoryModel
+    system: ODESystem | None
+    weights: str
+    step: int
+    path: Path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run directory (its newest checkpoint) or a checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt = latest_checkpoint(path)
+        if ckpt is None:
+            raise UserError(
+                f"{path} holds no checkpoint; give a run directory with checkpoints/ "
+                "or a .pt checkpoint file"
+            )
+        return ckpt
+    if not path.is_file():
+        raise UserError(f"no run directory or checkpoint at {path}")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint's contents, memory-mapped on the CPU; other files are a ``UserError``."""
+    state = load_checkpoint(path, map_location="cpu", mmap=True)
+    if not isinstance(state, dict) or "student" not in state or "model" not in state:
+        raise UserError(
+            f"{path} is not an odedistill training checkpoint of this version (no student "
+            "description); retrain, or sample it with the odedistill version that wrote it"
+        )
+    return state
+
+
+def weight_names(state: dict[str, Any], spec: str) -> list[str]:
+    """Names ('raw', 'ema0.999', ...) of the weights ``spec`` picks from a checkpoint.
+
+    ``spec`` is a comma list of 'raw', 'ema' (the first rate), a rate ('0.999' or 'ema0.999')
+    or 'all' (every EMA and the raw weights).
+    """
+    emas = list(state.get("ema", {}))
+    names: list[str] = []
+    for item in str(spec).replace(" ", "").split(","):
+        if item == "all":
+            picked = ["raw", *(f"ema{k}" for k in emas)]
+        elif item == "raw":
+            picked = ["raw"]
+        elif item == "ema":
+            if not emas:
+                raise UserError("the run kept no EMA; use --weights raw")
+            picked = [f"ema{emas[0]}"]
+        else:
+            try:
+                key = repr(float(item.removeprefix("ema")))
+            except ValueError:
+                raise UserError(
+                    f"--weights expects 'ema', 'raw', 'all' or an EMA rate, got {item!r}"
+                ) from None
+            if key not in emas:
+                have = ", ".join(emas) if emas else "none"
+                raise UserError(f"no EMA with rate {item} in the checkpoint; it has {have}")
+            picked = [f"ema{key}"]
+        names += [n for n in picked if n not in names]
+    return names
+
+
+def student_spec(state: dict[str, Any], where: str) -> dict[str, Any]:
+    try:
+        spec = json.loads(state["student"])
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{where}: the student description is not JSON ({e})") from None
+    if not isinstance(spec, dict) or spec.get("format") != STUDENT_FORMAT:
+        raise UserError(f"{where}: unknown student description format; expected {STUDENT_FORMAT}")
+    return spec
+
+
+def rebuild_network(spec: dict[str, Any], where: str) -> nn.Module:
+    """The network a student description names, with fresh weights."""
+    net = spec.get("network") or {}
+    name, kwargs = net.get("class"), net.get("kwargs")
+    if name not in NETWORK_CLASSES or not isinstance(kwargs, dict):
+        raise UserError(
+            f"{where}: the student's network {name!r} is not one odedistill can rebuild "
+            f"({', '.join(NETWORK_CLASSES)}); build it yourself and load the weights"
+        )
+    try:
+        return NETWORK_CLASSES[name](**kwargs)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{where}: cannot build {name} from the stored arguments ({e})") from None
+
+
+def rebuild_system(spec: dict[str, Any], where: str) -> ODESystem | None:
+    """The student's system, without its teacher: enough to draw initial states and conditions."""
+    section = spec.get("system") or {}
+    if section.get("kind") == "object":
+        return None
+    cfg = from_dict({"system": section}, source=f"{where} (student's system)")
+    kind = SYSTEMS.get(cfg.system.kind)
+    shapes = Teacher(None, tuple(spec["state_shape"]), int(spec["label_dim"]))
+    return kind.build(cfg, shapes if kind.needs_teacher else None)
+
+
+def rebuild_student(spec: dict[str, Any], where: str = "student") -> BoundaryTrajectory:
+    """A student of the described architecture and parametrisation, with fresh weights."""
+    if spec.get("trajectory") != "boundary":
+        raise UserError(f"{where}: unknown trajectory kind {spec.get('trajectory')!r}")
+    param = Parametrisation.from_dict(spec["parametrisation"])
+    return BoundaryTrajectory(rebuild_network(spec, where), spec["t_start"], spec["t_end"], param)
+
+
+def load_weights(model: nn.Module, state: dict[str, Any], name: str) -> nn.Module:
+    """Load the weights ``name`` (from ``weight_names``) of a checkpoint into ``model``."""
+    weights = state["model"] if name == "raw" else state["ema"][name[3:]]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"the checkpoint's weights do not fit its student ({first})") from None
+    return model.eval().requires_grad_(False)
+
+
+def read_student(
+    path: str | Path, weights: str = "ema", device: str | torch.device = "cpu"
+) -> LoadedStudent:
+    """The student of a run directory (newest checkpoint) or checkpoint file, with its system."""
+    ckpt = resolve_checkpoint(path)
+    state = read_checkpoint(ckpt)
+    names = weight_names(state, weights)
+    if len(names) != 1:
+        raise UserError(f"--weights {weights!r} names {len(names)} sets of weights; pick one")
+    spec = student_spec(state, str(ckpt))
+    model = load_weights(rebuild_student(spec, str(ckpt)), state, names[0])
+    return LoadedStudent(
+        model.to(resolve_device(device)),
+        rebuild_system(spec, str(ckpt)),
+        names[0],
+        int(state.get("step", 0)),
+        ckpt,
+    )
+
+
+def load_student(
+    path: str | Path, weights: str = "ema", device: str | torch.device = "cpu"
+) -> TrajectoryModel:
+    """A trained student, ready to sample: ``load_student("runs/quickstart").sample(z)``.
+
+    Args:
+        path: a run directory (its newest checkpoint) or a checkpoint file.
+        weights: 'ema' (the first EMA rate), 'raw' or a rate such as '0.999'.
+        device: where the model goes.
+
+    Needs neither the recipe nor the teacher: the checkpoint describes the student.
+    """
+    return read_student(path, weights, device).model

@@ -1,0 +1,146 @@
+"""Samplers that turn per-seed noise into samples: a trained student (one step) and an EDM teacher (Algorithm 2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from odedistill.errors import UserError
+from odedistill.infra.seeds import Samples, SeedNoise, SeedSampler, draw_labels
+from odedistill.models.base import TrajectoryModel
+from odedistill.solvers import edm_sampler
+from odedistill.systems.base import ODESystem
+from odedistill.systems.probability_flow import ProbabilityFlowODE
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for t in [*module.parameters(), *module.buffers()]:
+        return t.device
+    return torch.device("cpu")
+
+
+class StudentSampler(SeedSampler):
+    """One-step samples x_θ(z, t_end) of a trained student.
+
+    For the probability-flow ODE z = T·n with n the seed's unit latents, the noise EDM's
+    generate.py gives a teacher of the same shape; images are clamped to [−1, 1]. Other systems
+    draw z with their own ``sample_initial`` from the seed's (CPU) generator.
+    """
+
+    def __init__(self, model: TrajectoryModel, system: ODESystem) -> None:
+        self.model = model
+        self.system = system
+        self.state_shape = tuple(system.state_shape)
+        self.label_dim = int(system.label_dim)
+        self.device = _module_device(model)
+        self.description = "student, 1 step"
+
+    @property
+    def noise_device(self) -> torch.device:
+        return self.device if isinstance(self.system, ProbabilityFlowODE) else torch.device("cpu")
+
+    @torch.no_grad()
+    def sample(self, rnd: SeedNoise, class_idx: int | None = None) -> Samples:
+        system = self.system
+        if isinstance(system, ProbabilityFlowODE):
+            z = rnd.randn(self.state_shape) * system.t_start
+        else:
+            z = torch.cat([system.sample_initial(1, g) for g in rnd.generators])
+        cond, idx = draw_labels(rnd, self.label_dim, class_idx)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            x = self.model.sample(z.to(self.device), None if cond is None else cond.to(self.device))
+        finally:
+            self.model.train(was_training)
+        if system.is_image:
+            x = x.clamp(-1, 1)
+        return Samples(x.cpu(), z.cpu(), None if idx is None else idx.cpu())
+
+
+class TeacherSampler(SeedSampler):
+    """EDM Algorithm 2 (Heun, churn, NFE = 2N − 1) on a denoiser D(x, σ, class_labels).
+
+    As EDM's generate.py: latents are the seed's unit normal noise (B, C, H, W), labels are
+    drawn from the seed, σ_min and σ_max are clipped to the network's own range, and the
+    images are the float64 result of the sampler. The denoiser needs ``img_channels`` and
+    ``img_resolution`` (EDM's preconditioners) or a ``state_shape``; ``label_dim`` defaults to 0.
+    EDM's preconditioners cast their input to float32 (fp16 inside where the network asks for
+    it), so an EDM network is called with float32 x and σ here too, its output read back as
+    float64; other denoisers (the exact Gaussian mixture) get the sampler's float64 states.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_steps: int = 18,
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+        rho: float = 7.0,
+        S_churn: float = 0.0,
+        S_min: float = 0.0,
+        S_max: float = float("inf"),
+        S_noise: float = 1.0,
+    ) -> None:
+        if hasattr(net, "img_channels") and hasattr(net, "img_resolution"):
+            r = int(net.img_resolution)
+            shape: tuple[int, ...] = (int(net.img_channels), r, r)
+        elif hasattr(net, "state_shape"):
+            shape = tuple(net.state_shape)
+        else:
+            raise UserError(
+                f"{type(net).__name__} has no img_channels/img_resolution or state_shape; "
+                "cannot tell the shape of its samples"
+            )
+        if num_steps < 1:
+            raise UserError(f"--steps must be at least 1, got {num_steps}")
+        self.net = net
+        self.state_shape = shape
+        self.label_dim = int(getattr(net, "label_dim", 0) or 0)
+        self.device = _module_device(net)
+        self.float32 = hasattr(net, "img_resolution")
+        self.num_steps = num_steps
+        self.sigma_min = max(sigma_min, float(getattr(net, "sigma_min", 0.0)))
+        self.sigma_max = min(sigma_max, float(getattr(net, "sigma_max", float("inf"))))
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise UserError(
+                f"need 0 < sigma_min < sigma_max, got {self.sigma_min} and {self.sigma_max}"
+            )
+        self.rho = rho
+        self.S_churn, self.S_min, self.S_max, self.S_noise = S_churn, S_min, S_max, S_noise
+        nfe = 2 * num_steps - 1
+        self.description = f"teacher, Heun {num_steps} steps ({nfe} NFE)"
+
+    def _float32_net(
+        self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.net(x.float(), sigma.float(), class_labels=class_labels)
+
+    def _run(
+        self, latents: torch.Tensor, labels: torch.Tensor | None, **noise: Any
+    ) -> torch.Tensor:
+        return edm_sampler(
+            self._float32_net if self.float32 else self.net,
+            latents.to(self.device),
+            None if labels is None else labels.to(self.device),
+            num_steps=self.num_steps,
+            sigma_min=self.sigma_min,
+            sigma_max=self.sigma_max,
+            rho=self.rho,
+            S_churn=self.S_churn,
+            S_min=self.S_min,
+            S_max=self.S_max,
+            S_noise=self.S_noise,
+            **noise,
+        )
+
+    @torch.no_grad()
+    def sample(self, rnd: SeedNoise, class_idx: int | None = None) -> Samples:
+        latents = rnd.randn(self.state_shape)
+        cond, idx = draw_labels(rnd, self.label_dim, class_idx)
+        # churn noise comes from each image's own generator, at every step, as in EDM
+        x = self._run(latents, cond, randn_like=rnd.randn_like if self.S_churn > 0 else None)
+        z = latents.double() * self.sigma_max
+        return Samples(x.cpu(), z.cpu(), None if idx is None else idx.cpu())

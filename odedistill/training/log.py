@@ -1,0 +1,45 @@
+"""metrics.jsonl: one JSON line per logged step, appended by rank 0, trimmed back on resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO, Any
+
+from odedistill._io import atomic_write_text
+
+
+class MetricsLog:
+    """Append records to ``run_dir/metrics.jsonl`` (a no-op on other ranks than 0)."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.enabled = enabled
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> MetricsLog:
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+
+    def trim(self, last_step: int) -> None:
+        """Drop lines past ``last_step`` (written after the checkpoint a run resumes from)."""
+        if not self.enabled or not self.path.exists():
+            return
+        keep = [
+            ln
+            for ln in self.path.read_text().splitlines()
+            if ln and json.loads(ln)["step"] <= last_step
+        ]
+        atomic_write_text(self.path, "".join(ln + "\n" for ln in keep))

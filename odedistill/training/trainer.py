@@ -1,0 +1,370 @@
+"""The PID training loop: draw z and collocation indices, minimise the residual, keep EMAs and checkpoints.
+
+One step: each process draws its share of the batch from its own noise stream, splits it
+into micro-batches, accumulates the gradient of the PID loss (Tee et al. 2024, eq. 9;
+``odedistill.pid_loss`` through ``PIDObjective``) over them, averages it over the processes
+(DistributedDataParallel), then takes one optimiser step at the scheduled learning rate and
+updates the EMAs. With one process and no micro-batching this is exactly the single-batch step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from odedistill._io import atomic_write_json, atomic_write_text
+from odedistill.errors import TrainingDiverged, UserError
+from odedistill.infra import distributed
+from odedistill.infra.build import Session, build_distance, build_optimizer, learning_rate
+from odedistill.infra.checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from odedistill.infra.machine import machine_info, peak_memory_gib
+from odedistill.infra.noise import NoiseStreams, capture_rng, restore_rng
+from odedistill.infra.precision import (
+    Precision,
+    autocast_forward,
+    channels_last,
+    checkpoint_blocks,
+    set_tf32,
+)
+from odedistill.infra.progress import progress_bar
+from odedistill.infra.recipes import to_toml
+from odedistill.models.base import TrajectoryModel
+from odedistill.training import monitor
+from odedistill.training.log import MetricsLog
+from odedistill.training.objective import PIDObjective
+
+# The student's buffers (resampling filters, Fourier frequencies) are constants: DDP need not
+# broadcast them before every forward. The keyword changed name in PyTorch 2.12.
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+    else {"broadcast_buffers": False}
+)
+
+
+class Hook:
+    """Something a run does beside training, at points the trainer calls (FID, benchmarks)."""
+
+    def after_step(self, trainer: Trainer, loss: float) -> None:
+        """After each optimiser step (every rank)."""
+
+    def after_checkpoint(self, trainer: Trainer, path: Path) -> None:
+        """After each checkpoint is written (every rank; rank 0 wrote it)."""
+
+
+def reported_weights(session: Session) -> str:
+    """Which weights ``eval.ema`` reports as 'student': 'raw' or 'ema<rate>'."""
+    cfg = session.cfg
+    if cfg.eval.ema == 0.0 or not cfg.train.ema_rates:
+        return "raw"
+    rate = cfg.train.ema_rates[0] if cfg.eval.ema == -1.0 else cfg.eval.ema
+    return f"ema{float(rate)!r}"
+
+
+def weights_of(session: Session) -> dict[str, TrajectoryModel]:
+    """The raw student and one model per EMA rate, named 'raw' and 'ema<rate>'."""
+    return {"raw": session.model, **{f"ema{k}": m for k, m in session.ema.models.items()}}
+
+
+def write_run_config(session: Session, run_dir: Path) -> None:
+    atomic_write_json(run_dir / "config.json", session.cfg.to_dict())
+    atomic_write_text(run_dir / "config.toml", to_toml(session.cfg))
+
+
+class Trainer:
+    """Runs PID on a ``Session`` and writes metrics and checkpoints into ``run_dir``.
+
+    Under torchrun (a process group exists) the student is wrapped in DistributedDataParallel
+    and only rank 0 writes files.
+    """
+
+    def __init__(self, session: Session, run_dir: Path, hooks: list[Hook] | None = None) -> None:
+        self.session = session
+        self.cfg = cfg = session.cfg
+        self.run_dir = Path(run_dir)
+        self.hooks = list(hooks or [])
+        self.dist = distributed.current()
+        tc = cfg.train
+        self.precision = Precision(tc.precision, session.device.type)
+        self.distance = build_distance(cfg).to(session.device)
+        self.noise = self.noise_streams()
+        self.share = tc.batch // self.dist.world_size  # samples this process draws per step
+        self.micro = min(tc.micro_batch or self.share, self.share)
+        if self.dist.enabled and self.dist.rank > 0:
+            torch.manual_seed(cfg.run.seed + self.dist.rank)  # own dropout masks per rank
+        self._prepare_networks()
+        self.objective: nn.Module = PIDObjective(
+            session.model,
+            session.system,
+            session.scheme,
+            self.distance,
+            session.grid,
+            self.precision,
+        )
+        if self.dist.enabled:
+            device = session.device
+            self.objective = nn.parallel.DistributedDataParallel(
+                self.objective,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                **_NO_BUFFER_SYNC,
+            )
+        self.opt = build_optimizer(cfg, session.model.parameters())
+        self.scaler = self.precision.make_scaler()
+        self.step = 0
+        self.last_checkpoint: Path | None = None
+        self.log = MetricsLog(self.run_dir, enabled=False)  # the open metrics.jsonl during run()
+
+    def noise_streams(self) -> NoiseStreams:
+        """This process's noise: stream ``rank`` of ``world_size``."""
+        d = self.dist
+        return NoiseStreams(self.cfg.run.seed, [d.rank], d.world_size, self.cfg.train.batch)
+
+    def _prepare_networks(self) -> None:
+        """Apply the run's precision, memory layout, checkpointing and compilation options."""
+        tc, s = self.cfg.train, self.session
+        if s.device.type == "cuda":
+            set_tf32(tc.tf32)
+        teacher = getattr(s.system, "denoiser", None)
+        teacher = teacher if isinstance(teacher, nn.Module) else None
+        net = s.model.net
+        if tc.channels_last and s.system.is_image:
+            channels_last(net)
+            if teacher is not None:
+                channels_last(teacher)
+        if tc.checkpoint_activations:
+            if s.scheme.needs_forward_ad:
+                raise UserError(
+                    "train.checkpoint_activations does not work with scheme.kind = 'autodiff' "
+                    "(no forward-mode rule through recomputation); use 'upwind' or 'central'"
+                )
+            checkpoint_blocks(net)
+        autocast_forward(net, self.precision)
+        if tc.compile:
+            net.compile()
+            if teacher is not None:
+                teacher.compile()
+
+    # ------------------------------------------------------------ state I/O
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint's content; under torchrun every rank must call it (RNG states are gathered)."""
+        s = self.session
+        state = {
+            "format": "odedistill-checkpoint-1",
+            "step": self.step,
+            "model": s.model.state_dict(),
+            "ema": s.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "rng": capture_rng(self.noise, s.device),
+            "config": json.dumps(self.cfg.to_dict()),
+            "student": json.dumps(s.student_spec),
+        }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        if self.dist.enabled:
+            state["world_size"] = self.dist.world_size
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.session.model.load_state_dict(state["model"])
+        self.session.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        restore_rng(state["rng"], self.noise, self.session.device, self.step)
+
+    def resume(self) -> int:
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            raise UserError(
+                f"nothing to resume in {self.run_dir}: it has no checkpoint; run without --resume"
+            )
+        self.load_state_dict(load_checkpoint(path, map_location=self.session.device))
+        self.last_checkpoint = path
+        MetricsLog(self.run_dir, self.dist.is_main).trim(self.step)
+        return self.step
+
+    def save(self) -> Path:
+        """Write a checkpoint (rank 0); under torchrun every rank must call it."""
+        state = self.state_dict()
+        if self.dist.is_main:
+            self.last_checkpoint = save_checkpoint(
+                self.run_dir, self.step, state, keep=self.cfg.train.keep_checkpoints
+            )
+        else:
+            self.last_checkpoint = checkpoint_path(self.run_dir, self.step)
+        return self.last_checkpoint
+
+    # ------------------------------------------------------------ one step
+    def train_step(self) -> torch.Tensor:
+        """Accumulate the gradient of one batch (all micro-batches, all ranks); return its mean loss."""
+        s = self.session
+        z, idx, cond = self.noise.draw(s.system, s.grid.shape[0], s.device)
+        if self.cfg.train.channels_last and z.ndim == 4:
+            z = z.contiguous(memory_format=torch.channels_last)
+        self.opt.zero_grad(set_to_none=True)
+        starts = list(range(0, self.share, self.micro))
+        total: torch.Tensor | None = None
+        for k, a in enumerate(starts):
+            sl = slice(a, a + self.micro)
+            sync = contextlib.nullcontext()
+            if self.dist.enabled and k < len(starts) - 1:
+                sync = self.objective.no_sync()
+            with sync:
+                losses = self.objective(z[sl], idx[sl], None if cond is None else cond[sl])
+                # the mean over this process's share, whatever the micro-batching
+                loss = losses.mean() if len(starts) == 1 else losses.sum() / self.share
+                (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        assert total is not None
+        total = distributed.mean_over_ranks(total)
+        if self.cfg.optim.grad_clip > 0:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(s.model.parameters(), self.cfg.optim.grad_clip)
+        return total
+
+    def optimizer_step(self) -> None:
+        """One optimiser step at the scheduled learning rate (through the loss scaler for
+        fp16), then the EMA updates."""
+        lr = learning_rate(self.cfg, self.step)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        if self.scaler is None:
+            self.opt.step()
+        else:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        self.session.ema.update(self.session.model)
+        self.step += 1
+
+    # ------------------------------------------------------------ monitoring
+    def write_samples(self) -> Path | None:
+        """samples/step-XXXXXXXX.png from the fixed seed ``eval.seed`` (rank 0)."""
+        e, s = self.cfg.eval, self.session
+        name = reported_weights(s)
+        return monitor.write_sample_grid(
+            weights_of(s)[name],
+            s.system,
+            self.run_dir / "samples" / f"step-{self.step:08d}.png",
+            seed=e.seed,
+            grid_size=e.grid_size,
+            n_points=e.n_heldout,
+            batch=max(self.micro, 1),
+        )
+
+    def write_run_info(self) -> Path:
+        tc, s = self.cfg.train, self.session
+        info = machine_info(
+            s.device,
+            world_size=self.dist.world_size,
+            precision=tc.precision,
+            autocast_dtype=None if self.precision.dtype is None else str(self.precision.dtype),
+            grad_scaler=self.scaler is not None,
+            tf32=bool(tc.tf32 and s.device.type == "cuda"),
+            channels_last=tc.channels_last,
+            compile=tc.compile,
+            checkpoint_activations=tc.checkpoint_activations,
+            batch=tc.batch,
+            batch_per_process=self.share,
+            micro_batch=self.micro,
+            accumulation_steps=-(-self.share // self.micro),
+            start_step=self.step,
+            parameters=sum(p.numel() for p in s.model.parameters()),
+        )
+        return atomic_write_json(self.run_dir / "run_info.json", info)
+
+    def _diverged(self, value: float) -> TrainingDiverged:
+        where = (
+            f"the last good checkpoint is {self.last_checkpoint}"
+            if self.last_checkpoint
+            else "no checkpoint was written yet"
+        )
+        return TrainingDiverged(
+            f"loss became {value} at step {self.step + 1}; training stopped and {where}; "
+            "lower optim.lr or set optim.grad_clip"
+        )
+
+    def run(
+        self,
+        iterations: int | None = None,
+        show_progress: bool = True,
+        console: Console | None = None,
+    ) -> None:
+        """Train up to ``iterations`` total steps (the config's by default)."""
+        tc, s = self.cfg.train, self.session
+        main = self.dist.is_main
+        total = iterations or tc.iterations
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fields = ["{task.fields[speed]} it/s {task.fields[throughput]} samples/s"]
+        fields += ["loss {task.fields[loss]}", "mem {task.fields[mem]}"]
+        bar = progress_bar(show_progress and main, fields, console)
+        if main:
+            self.write_run_info()
+        loss_sum, loss_n, t_last, step_last = 0.0, 0, time.perf_counter(), self.step
+        t_start = time.perf_counter()
+        with bar, MetricsLog(self.run_dir, main) as log:
+            self.log = log
+            task = bar.add_task(
+                "distilling",
+                total=total,
+                completed=self.step,
+                **dict.fromkeys(("speed", "throughput", "loss", "mem"), "-"),
+            )
+            while self.step < total:
+                loss = self.train_step()
+                value = float(loss)
+                if not torch.isfinite(loss):
+                    raise self._diverged(value)
+                self.optimizer_step()
+                loss_sum, loss_n = loss_sum + value, loss_n + 1
+                for hook in self.hooks:
+                    hook.after_step(self, value)
+                if main and (self.step % tc.log_every == 0 or self.step == total):
+                    now = time.perf_counter()
+                    rate = (self.step - step_last) / max(now - t_last, 1e-9)
+                    mem, mem_kind = peak_memory_gib(s.device)
+                    record = {
+                        "step": self.step,
+                        "loss": loss_sum / loss_n,
+                        "it_per_s": rate,
+                        "samples_per_s": rate * tc.batch,
+                        **({"images_per_s": rate * tc.batch} if s.system.is_image else {}),
+                        "elapsed_s": now - t_start,
+                        "eta_s": (total - self.step) / max(rate, 1e-9),
+                        "lr": self.opt.param_groups[0]["lr"],
+                        "peak_mem_gib": mem,
+                        "peak_mem_kind": mem_kind,
+                    }
+                    if self.scaler is not None:
+                        record["loss_scale"] = float(self.scaler.get_scale())
+                    log.write(record)
+                    bar.update(
+                        task,
+                        speed=f"{rate:.2f}",
+                        throughput=f"{rate * tc.batch:.1f}",
+                        loss=f"{loss_sum / loss_n:.4g}",
+                        mem=f"{mem:.2f} GiB",
+                    )
+                    loss_sum, loss_n, t_last, step_last = 0.0, 0, now, self.step
+                bar.update(task, completed=self.step)
+                if main and tc.sample_every and self.step % tc.sample_every == 0:
+                    self.write_samples()
+                if self.step % tc.checkpoint_every == 0 or self.step == total:
+                    path = self.save()
+                    for hook in self.hooks:
+                        hook.after_checkpoint(self, path)
+        distributed.barrier()  # every rank returns once rank 0's files are written
