@@ -9,3 +9,16 @@ class UserError(Exception):
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT or SIGTERM after finishing a step and saving a checkpoint.
+
+    ``exit_code`` is 128 + the signal number (130 for SIGINT, 143 for SIGTERM), as shells
+    report a process ended by that signal.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -17,6 +17,7 @@ from odedistill.errors import UserError
 from odedistill.infra.build import build_session
 from odedistill.infra.distributed import DistEnv
 from odedistill.infra.recipes import from_dict
+from odedistill.infra.rundir import write_run_config
 from odedistill.infra.seeds import SeedNoise, format_seeds, generate, parse_seeds, shard_seeds
 from odedistill.infra.students import read_student
 from odedistill.sampling.samplers import StudentSampler, TeacherSampler
@@ -24,7 +25,7 @@ from odedistill.sampling.writers import png_path, sample_to
 from odedistill.solvers import edm_sampler
 from odedistill.teachers.gaussian_mixture import GaussianMixtureDenoiser
 from odedistill.teachers.precond import EDMPrecond
-from odedistill.training.trainer import Trainer, write_run_config
+from odedistill.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +70,7 @@ def make_run(run_dir: Path, **sections: dict) -> Path:
     """A run directory with one (untrained) checkpoint, as `odedistill run` leaves it."""
     cfg = from_dict(_recipe(**sections))
     session = build_session(cfg, torch.device("cpu"))
-    write_run_config(session, run_dir)
+    write_run_config(cfg, run_dir)
     Trainer(session, run_dir).save()
     return run_dir
 

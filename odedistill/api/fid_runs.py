@@ -46,8 +46,8 @@ class _CheckpointStudents:
             )
         self.system: ODESystem = system
 
-    def sampler(self, state: dict[str, Any], name: str) -> StudentSampler:
-        return StudentSampler(load_weights(self.model, state, name), self.system)
+    def sampler(self, state: dict[str, Any], name: str, where: str) -> StudentSampler:
+        return StudentSampler(load_weights(self.model, state, name, where), self.system)
 
 
 def _score_checkpoint(
@@ -56,7 +56,7 @@ def _score_checkpoint(
     state = read_checkpoint(path)
     step = int(state.get("step", 0))
     fids = {
-        name: scorer.score(students.sampler(state, name), f"FID step {step} {name}")
+        name: scorer.score(students.sampler(state, name, str(path)), f"FID step {step} {name}")
         for name in weight_names(state, weights)
     }
     return make_records(fids, scorer.describe(), step, path)

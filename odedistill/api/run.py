@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from odedistill.api.fid_runs import evaluate_checkpoint
+from odedistill.errors import UserError
 from odedistill.evaluation.features import FIDScorer, default_seeds
 from odedistill.evaluation.pictures import write_samples_png
 from odedistill.evaluation.report import evaluate, write_eval
 from odedistill.infra import distributed
-from odedistill.infra.build import Session, build_session
+from odedistill.infra.build import Session, build_session, reported_weights, weights_of
+from odedistill.infra.checkpoint import latest_checkpoint
 from odedistill.infra.devices import resolve_device
 from odedistill.infra.recipes import to_toml
-from odedistill.infra.rundir import prepare_run
-from odedistill.training.trainer import (
-    Hook,
-    Trainer,
-    reported_weights,
-    weights_of,
-    write_run_config,
-)
+from odedistill.infra.rundir import RunLock, prepare_run, write_run_config
+from odedistill.training.trainer import Hook, Trainer
 
 
 class FIDDuringTraining(Hook):
@@ -90,6 +89,8 @@ def run_recipe(
 
     Under torchrun (WORLD_SIZE > 1) every process calls it: they join one process group,
     train data-parallel, and only rank 0 prints, writes the run directory and evaluates.
+    Rank 0 holds the run directory's lock for the whole run. Bad input found before the
+    first checkpoint leaves no run directory behind.
     """
     main = distributed.env_rank() == 0
     console = console or Console(stderr=True, quiet=not main)
@@ -99,13 +100,39 @@ def run_recipe(
             Console().print(to_toml(cfg), markup=False, highlight=False)
             console.print(f"# run directory: {run_dir} (dry run: nothing written)")
         return None
+    new_dir = not run_dir.exists()
     env, device, owned = distributed.init_from_env(resolve_device(cfg.run.device))
     try:
         session = build_session(cfg, device)
-        return _train_and_evaluate(session, run_dir, env, resume, show_progress, console)
+        with _locked(run_dir, env):
+            return _train_and_evaluate(session, run_dir, env, resume, show_progress, console)
+    except UserError:
+        if new_dir and env.is_main and latest_checkpoint(run_dir) is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
         if owned:
             distributed.shutdown()
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path, env: distributed.DistEnv) -> Iterator[None]:
+    """Rank 0 takes the run directory's lock; every rank fails together if it cannot."""
+    lock = RunLock(run_dir)
+    error = None
+    if env.is_main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except UserError as e:
+            error = str(e)
+    error = distributed.all_gather_objects(error)[0]
+    if error is not None:
+        raise UserError(error)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _train_and_evaluate(
@@ -122,7 +149,7 @@ def _train_and_evaluate(
         step = trainer.resume()
         console.print(f"resuming {run_dir} from step {step}")
     if env.is_main:
-        write_run_config(session, run_dir)
+        write_run_config(cfg, run_dir)
     world = f", {env.world_size} processes" if env.enabled else ""
     console.print(
         f"[bold]odedistill[/] {cfg.run.name}: {cfg.scheme.kind} scheme, N={cfg.scheme.N}, "

@@ -28,8 +28,10 @@ def convert_command(
     from rich.console import Console
     from rich.markup import escape
 
+    from odedistill.infra.rundir import check_writable_file
     from odedistill.teachers.load import convert
 
+    check_writable_file(out, "the output")
     ckpt = convert(pkl, out, key=key)
     kwargs = ckpt.init_kwargs
     resolution = kwargs.get("img_resolution")

@@ -36,6 +36,7 @@ def eval_command(
     from odedistill.evaluation.results import FID_CSV, FID_JSON, best
     from odedistill.infra import distributed
     from odedistill.infra.devices import resolve_device
+    from odedistill.infra.rundir import check_writable_dir
     from odedistill.infra.seeds import parse_seeds
 
     if batch < 1:
@@ -45,6 +46,7 @@ def eval_command(
     seed_list = parse_seeds(seeds) if seeds is not None else None
     if not run.is_dir():
         raise UserError(f"no run directory at {run}")
+    check_writable_dir(run, "the run directory (for fid.json)")
     dist, dev_t, _ = distributed.init_from_env(resolve_device(device))
     try:
         records = evaluate_run(

@@ -11,7 +11,7 @@ from odedistill._io import atomic_write_json
 from odedistill.cli.app import app
 from odedistill.errors import UserError
 from odedistill.evaluation.datasets import open_dataset, subset_indices
-from odedistill.evaluation.features import dataset_feature_stats
+from odedistill.evaluation.features import check_detector, dataset_feature_stats
 from odedistill.evaluation.fid import (
     DETECTOR_FILE,
     fid_from_stats,
@@ -20,6 +20,7 @@ from odedistill.evaluation.fid import (
     save_ref,
 )
 from odedistill.infra.devices import resolve_device
+from odedistill.infra.rundir import check_writable_file
 
 _DETECTOR_HELP = f"Local TorchScript Inception ({DETECTOR_FILE}); see docs/evaluation.md."
 
@@ -59,10 +60,14 @@ def fid_command(
 ) -> None:
     """Print the FID of a set of images against reference statistics."""
     _check_counts(batch, num)
-    mu_ref, sigma_ref = load_ref(ref)
     dev = resolve_device(device)
+    if out is not None:
+        check_writable_file(out, "--out")
+    mu_ref, sigma_ref = load_ref(ref)
     net = load_detector(detector, dev)
     dataset = open_dataset(samples)
+    first, _ = next(iter(dataset.batches(1)))
+    check_detector(net, first.shape[1:], mu_ref.shape[0], detector, ref)
     num_total = dataset.num_images
     if num is not None and num_total is None:
         num_total = sum(len(images) for images, _ in dataset.batches(max(batch, 1024)))
@@ -113,6 +118,7 @@ def fid_ref_command(
     """Compute reference statistics (mu, sigma) of a dataset's images."""
     _check_counts(batch)
     dev = resolve_device(device)
+    check_writable_file(out, "--out")
     net = load_detector(detector, dev)
     dataset = open_dataset(source, split=split)
     stats = dataset_feature_stats(dataset, net, batch_size=batch, device=dev, progress=not quiet)

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from odedistill.cli.app import app
-from odedistill.errors import TrainingDiverged
 
 
 @app.command()
@@ -26,14 +25,13 @@ def run(
 ) -> None:
     """Train a one-step student with the PID loss, then evaluate it.
 
+    Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves a checkpoint and exits with
+    130 or 143; --resume continues from there.
+
     The same command runs data-parallel under torchrun, e.g.
     torchrun --standalone --nproc_per_node 8 -m odedistill run recipes/pid_cifar10.toml
     (docs/scale.md).
     """
     from odedistill.api.run import run_recipe
-    from odedistill.cli import fail
 
-    try:
-        run_recipe(recipe, out, set_, dry_run=dry_run, resume=resume, show_progress=not no_progress)
-    except TrainingDiverged as e:
-        fail(str(e), code=1)
+    run_recipe(recipe, out, set_, dry_run=dry_run, resume=resume, show_progress=not no_progress)

@@ -51,6 +51,7 @@ def sample(
     from odedistill.errors import UserError
     from odedistill.infra import distributed
     from odedistill.infra.devices import resolve_device
+    from odedistill.infra.rundir import check_writable_dir, check_writable_file
     from odedistill.infra.seeds import format_seeds, parse_seeds
     from odedistill.infra.students import read_student
     from odedistill.sampling.samplers import StudentSampler, TeacherSampler
@@ -118,7 +119,10 @@ def sample(
                     "cannot rebuild; sample it through the library (odedistill.load_student)"
                 )
             sampler = StudentSampler(student.model, student.system)
-        output_kind(out, sampler)  # check before any sampling
+        if output_kind(out, sampler) == "dir":  # check before any sampling
+            check_writable_dir(out, "--out")
+        else:
+            check_writable_file(out, "--out")
         sampler.check_class(class_idx)
         sample_to(
             out,

@@ -30,6 +30,27 @@ def default_seeds(num: int) -> list[int]:
     return list(range(num))
 
 
+def check_detector(
+    detector: torch.nn.Module,
+    image_shape: Sequence[int],
+    ref_dim: int,
+    detector_path: str | Path = "the detector",
+    ref_path: str | Path = "the reference",
+) -> int:
+    """The detector's feature size on images of ``image_shape``, which must be the reference's.
+
+    Probed on two blank images before any real work, so that a mismatch is found at once.
+    """
+    probe = torch.zeros((2, *image_shape), dtype=torch.uint8)
+    dim = detector_features(detector, probe).shape[1]
+    if dim != ref_dim:
+        raise UserError(
+            f"the detector {detector_path} gives {dim} features but {ref_path} holds "
+            f"statistics of {ref_dim}; compute both with the same detector"
+        )
+    return dim
+
+
 def compute_feature_stats(
     batches: Iterable[torch.Tensor | tuple[torch.Tensor, object]],
     detector: torch.nn.Module,
@@ -128,14 +149,9 @@ class FIDScorer:
                 f"FID needs image states (C, H, W); this model's states have shape "
                 f"{sampler.state_shape}"
             )
-        probe = torch.zeros((2, *sampler.state_shape), dtype=torch.uint8)
-        dim = detector_features(self.detector, probe, self.device).shape[1]
-        if dim != self.mu_ref.shape[0]:
-            raise UserError(
-                f"the detector {self.detector_path} gives {dim} features but {self.ref} holds "
-                f"statistics of {self.mu_ref.shape[0]}; compute both with the same detector"
-            )
-        self.feature_dim = dim
+        self.feature_dim = check_detector(
+            self.detector, sampler.state_shape, self.mu_ref.shape[0], self.detector_path, self.ref
+        )
 
     def stats(self, sampler: SeedSampler, description: str = "FID") -> FeatureStats:
         """Feature statistics of the sampler's images for every seed (all ranks together)."""

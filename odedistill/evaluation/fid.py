@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Final
 
@@ -196,10 +197,18 @@ def load_ref(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise UserError(f"{path} is not a readable .npz ({e}); download or rebuild it") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(
+            f"{path} is not a readable .npz ({first}); download or rebuild it"
+        ) from None
     if "mu" not in arrays or "sigma" not in arrays:
         raise UserError(f"{path} has no 'mu' and 'sigma' arrays (found {sorted(arrays)})")
+    if arrays["mu"].dtype.kind not in "iuf" or arrays["sigma"].dtype.kind not in "iuf":
+        raise UserError(
+            f"{path}: 'mu' and 'sigma' must be numbers, not {arrays['mu'].dtype} and "
+            f"{arrays['sigma'].dtype}; download or rebuild it"
+        )
     mu, sigma = arrays["mu"].astype(np.float64), arrays["sigma"].astype(np.float64)
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise UserError(f"{path}: mu {mu.shape} and sigma {sigma.shape} should be (D,) and (D, D)")

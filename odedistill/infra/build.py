@@ -22,6 +22,7 @@ from odedistill.infra.registries import (
     build_system,
     build_teacher,
 )
+from odedistill.models.base import TrajectoryModel
 from odedistill.models.boundary import BoundaryTrajectory
 from odedistill.schemes import ResidualScheme, make_scheme
 from odedistill.systems.base import ODESystem
@@ -142,3 +143,17 @@ def learning_rate(cfg: Config, step: int) -> float:
         span = max(total - o.warmup, 1)
         return o.lr * 0.5 * (1 + math.cos(math.pi * (step - o.warmup) / span))
     return o.lr
+
+
+def reported_weights(session: Session) -> str:
+    """Which weights ``eval.ema`` reports as 'student': 'raw' or 'ema<rate>'."""
+    cfg = session.cfg
+    if cfg.eval.ema == 0.0 or not cfg.train.ema_rates:
+        return "raw"
+    rate = cfg.train.ema_rates[0] if cfg.eval.ema == -1.0 else cfg.eval.ema
+    return f"ema{float(rate)!r}"
+
+
+def weights_of(session: Session) -> dict[str, TrajectoryModel]:
+    """The raw student and one model per EMA rate, named 'raw' and 'ema<rate>'."""
+    return {"raw": session.model, **{f"ema{k}": m for k, m in session.ema.models.items()}}

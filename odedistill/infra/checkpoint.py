@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -32,29 +34,118 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+CHECKPOINT_FORMAT = "odedistill-checkpoint-1"
+_REQUIRED = ("step", "model", "ema", "optimizer", "rng", "config", "student")
+
+
+def weights_checksum(weights: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names and tensor bytes, in name order (any device or dtype)."""
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        t = weights[name].detach().cpu().contiguous().reshape(-1)
+        h.update(name.encode("utf-8") + b"\0" + str(t.dtype).encode() + b"\0")
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def checksums(state: dict[str, Any]) -> dict[str, Any]:
+    """The checksums a checkpoint stores: of the raw weights and of each EMA."""
+    return {
+        "model": weights_checksum(state["model"]),
+        "ema": {rate: weights_checksum(sd) for rate, sd in state["ema"].items()},
+    }
+
+
+def verify_weights(state: dict[str, Any], name: str, path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights ``name`` ('raw' or 'ema<rate>') of a checkpoint, checked against their checksum.
+
+    A mismatch means the file was damaged after it was written: a ``UserError`` naming it.
+    """
+    weights = state["model"] if name == "raw" else state["ema"][name[3:]]
+    stored = state.get("checksums", {})
+    expected = stored.get("model") if name == "raw" else stored.get("ema", {}).get(name[3:])
+    if expected is None:
+        raise UserError(f"{path} has no checksum for its {name} weights; it is damaged or foreign")
+    if weights_checksum(weights) != expected:
+        raise UserError(
+            f"{path} is damaged: its {name} weights do not match their checksum; use an "
+            "earlier checkpoint of the run (checkpoints/) or retrain"
+        )
+    return weights
+
+
+def _nbytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
-    """Write ``state`` as ckpt-<step>.pt atomically, then drop all but the ``keep`` newest."""
+    """Write ``state`` (with checksums) as ckpt-<step>.pt atomically, keeping ``keep`` in all.
+
+    Older checkpoints beyond ``keep - 1`` are removed *before* the new one is written, so a
+    full disk still holds the newest complete checkpoint and the room the next one needs.
+    """
     path = checkpoint_path(run_dir, step)
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    state = {**state, "format": CHECKPOINT_FORMAT, "checksums": checksums(state)}
+    for _, old in [c for c in list_checkpoints(run_dir) if c[0] != step][: -(keep - 1) or None]:
+        old.unlink(missing_ok=True)
+    try:
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        need = _nbytes(state) / 2**20
+        raise UserError(
+            f"disk full: {need:.0f} MB needed in {path.parent} for the checkpoint of step "
+            f"{step}; free space there (the previous checkpoint is intact) and --resume"
+        ) from None
     for _, old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
 
+def remove_stale_temps(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of writes that a killed process left (``.NAME.XXXX.tmp``)."""
+    found = []
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        if folder.is_dir():
+            for p in folder.glob(".*.tmp"):
+                if p.is_file():
+                    p.unlink(missing_ok=True)
+                    found.append(p)
+    return found
+
+
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False
 ) -> dict[str, Any]:
-    """Read a checkpoint without executing code (tensors, dicts, lists and numbers only).
+    """Read a training checkpoint without executing code (tensors, dicts, lists and numbers).
 
-    With ``mmap`` the tensors stay in the file until they are used.
+    With ``mmap`` the tensors stay in the file until they are used. A file that is not a
+    complete odedistill checkpoint is a ``UserError``.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
         raise UserError(f"{path}: not a readable odedistill checkpoint ({type(e).__name__})") from e
+    missing = [k for k in _REQUIRED if not isinstance(state, dict) or k not in state]
+    if missing or state.get("format") != CHECKPOINT_FORMAT:
+        what = f"it lacks {', '.join(missing)}" if missing else "unknown format"
+        raise UserError(
+            f"{path} is not an odedistill training checkpoint of this version ({what}); "
+            "use a checkpoint written by 'odedistill run'"
+        )
+    if not isinstance(state["model"], dict) or not isinstance(state["ema"], dict):
+        raise UserError(f"{path} is damaged: its weights are not state dicts")
+    return state
 
 
 def select_checkpoints(run_dir: str | Path, spec: str | int = "all") -> list[tuple[int, Path]]:

@@ -19,6 +19,9 @@ from odedistill.infra.registries import NETWORKS, SYSTEMS, TEACHERS
 from odedistill.schemes import SCHEMES
 from odedistill.teachers.architectures import EDM_ARCHITECTURES
 
+#: the bound of every integer field without a tighter one: larger values are typing mistakes
+MAX_INT = 2**31 - 1
+
 
 def _f(
     default: Any,
@@ -27,9 +30,24 @@ def _f(
     lo: float | None = None,
     hi: float | None = None,
     lo_open: bool = False,
+    item: dict[str, Any] | None = None,
+    max_len: int = 16,
 ) -> Any:
-    """A config field with its one-line help, allowed choices (a tuple or a registry) and range."""
-    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open}
+    """A config field with its one-line help, allowed choices (a tuple or a registry) and range.
+
+    Lists give their items' range as ``item`` (``dict(lo=1, hi=64)``) and hold at most
+    ``max_len`` items. Every number must be finite; an integer without ``hi`` is at most
+    ``MAX_INT``.
+    """
+    meta = {
+        "help": help,
+        "choices": choices,
+        "lo": lo,
+        "hi": hi,
+        "lo_open": lo_open,
+        "item": item or {},
+        "max_len": max_len,
+    }
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -37,11 +55,17 @@ def _f(
 
 @dataclass
 class RunConfig:
-    name: str = _f("run", "name of the run (the default run directory is runs/<name>)")
-    seed: int = _f(0, "seed for initialisation and for the noise stream", lo=0)
+    name: str = _f(
+        "run",
+        "name of the run, the default run directory runs/<name>: letters, digits, '.', '_', '-'",
+    )
+    seed: int = _f(0, "seed for initialisation and for the noise stream", lo=0, hi=2**32 - 1)
     device: str = _f("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:K'")
     threads: int = _f(
-        0, "CPU threads for torch (0 = torch's default; 1 is fastest on a busy machine)", lo=0
+        0,
+        "CPU threads for torch (0 = torch's default; 1 is fastest on a busy machine)",
+        lo=0,
+        hi=1024,
     )
 
 
@@ -67,10 +91,10 @@ class TeacherConfig:
         "mixture means: 'ring' (2-D), 'grid' (2-D) or 'digits' (1x8x8)",
         choices=("ring", "grid", "digits"),
     )
-    modes: int = _f(8, "ring: number of modes; grid: modes per side", lo=1)
+    modes: int = _f(8, "ring: number of modes; grid: modes per side", lo=1, hi=4096)
     radius: float = _f(1.0, "ring radius, or grid spacing", lo=0, lo_open=True)
     std: float = _f(0.05, "standard deviation of every mixture component", lo=0)
-    count: int = _f(0, "digits: how many images become means (0 = all 1797)", lo=0)
+    count: int = _f(0, "digits: how many images become means (0 = all 1797)", lo=0, hi=1797)
     path: str = _f("", "edm: path to a released .pkl or a converted .safetensors")
     arch: str = _f(
         "ddpmpp",
@@ -83,18 +107,28 @@ class TeacherConfig:
         "edm_random: image size (0 = the configuration's: 32, or 64 for adm); attention "
         "stays at the same fractions of it",
         lo=0,
+        hi=1024,
     )
     label_dim: int = _f(
-        -1, "edm_random: classes (-1 = the configuration's: 0, or 1000 for adm)", lo=-1
+        -1, "edm_random: classes (-1 = the configuration's: 0, or 1000 for adm)", lo=-1, hi=100000
     )
     model_channels: int = _f(
-        0, "edm_random: base channels (0 = the configuration's: 128, or 192 for adm)", lo=0
+        0,
+        "edm_random: base channels (0 = the configuration's: 128, or 192 for adm)",
+        lo=0,
+        hi=4096,
     )
     channel_mult: list[int] = _f(
-        [], "edm_random: channel multiplier per resolution ([] = the configuration's)"
+        [],
+        "edm_random: channel multiplier per resolution ([] = the configuration's)",
+        item=dict(lo=1, hi=64),
+        max_len=8,
     )
     num_blocks: int = _f(
-        0, "edm_random: residual blocks per resolution (0 = the configuration's: 4, or 3)", lo=0
+        0,
+        "edm_random: residual blocks per resolution (0 = the configuration's: 4, or 3)",
+        lo=0,
+        hi=64,
     )
 
 
@@ -109,18 +143,22 @@ class StudentConfig:
     dropout: float = _f(
         0.0, "teacher architecture: dropout rate of the student (PID: 0)", lo=0, hi=1
     )
-    width: int = _f(256, "mlp: hidden width", lo=1)
-    depth: int = _f(4, "mlp: residual blocks", lo=1)
-    channels: int = _f(32, "unet: base channels", lo=1)
-    channel_mult: list[int] = _f([1, 2], "unet: channel multiplier per resolution")
-    blocks: int = _f(1, "unet: residual blocks per resolution", lo=1)
+    width: int = _f(256, "mlp: hidden width", lo=1, hi=65536)
+    depth: int = _f(4, "mlp: residual blocks", lo=1, hi=1000)
+    channels: int = _f(32, "unet: base channels", lo=1, hi=4096)
+    channel_mult: list[int] = _f(
+        [1, 2], "unet: channel multiplier per resolution", item=dict(lo=1, hi=64), max_len=8
+    )
+    blocks: int = _f(1, "unet: residual blocks per resolution", lo=1, hi=64)
     attention: bool = _f(True, "unet: self-attention at the lowest resolution")
 
 
 @dataclass
 class SchemeConfig:
     kind: str = _f("upwind", "residual scheme", choices=SCHEMES)
-    N: int = _f(250, "number of collocation points (t_0 = T ... t_{N-1} = epsilon)", lo=3)
+    N: int = _f(
+        250, "number of collocation points (t_0 = T ... t_{N-1} = epsilon)", lo=3, hi=100_000
+    )
     grid: str = _f("karras", "collocation grid", choices=GRIDS)
     rho: float = _f(7.0, "Karras grid exponent", lo=0, lo_open=True)
     fused: bool = _f(True, "run a sample's student evaluations as one batched pass")
@@ -143,7 +181,7 @@ class OptimConfig:
         choices=("constant", "cosine"),
     )
     warmup: int = _f(0, "iterations of linear learning-rate warm-up from 0 (0 = none)", lo=0)
-    betas: list[float] = _f([0.9, 0.999], "Adam betas")
+    betas: list[float] = _f([0.9, 0.999], "Adam betas", max_len=2)
     eps: float = _f(1e-8, "Adam epsilon", lo=0, lo_open=True)
     weight_decay: float = _f(0.0, "weight decay", lo=0)
     grad_clip: float = _f(0.0, "clip the gradient norm to this (0 = off)", lo=0)
@@ -151,18 +189,21 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    batch: int = _f(256, "samples per iteration, over all processes (the global batch)", lo=1)
+    batch: int = _f(
+        256, "samples per iteration, over all processes (the global batch)", lo=1, hi=2**20
+    )
     micro_batch: int = _f(
         0,
         "samples per forward/backward pass on one process; gradients accumulate over the "
         "process's share of the batch (0 = the whole share in one pass)",
         lo=0,
+        hi=2**20,
     )
-    iterations: int = _f(1000, "optimiser steps", lo=1)
-    ema_rates: list[float] = _f([0.999], "EMA decay rates kept beside the weights")
+    iterations: int = _f(1000, "optimiser steps", lo=1, hi=10**9)
+    ema_rates: list[float] = _f([0.999], "EMA decay rates kept beside the weights", max_len=8)
     log_every: int = _f(50, "iterations between lines of metrics.jsonl", lo=1)
     checkpoint_every: int = _f(1000, "iterations between checkpoints (and one at the end)", lo=1)
-    keep_checkpoints: int = _f(2, "how many recent checkpoints to keep", lo=1)
+    keep_checkpoints: int = _f(2, "how many recent checkpoints to keep", lo=1, hi=1000)
     sample_every: int = _f(
         0,
         "iterations between sample grids from fixed seeds, samples/step-XXXXXXXX.png (0 = off)",
@@ -185,12 +226,16 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     enabled: bool = _f(True, "evaluate after training: eval.json and samples.png")
-    n_heldout: int = _f(1000, "held-out initial states for trajectory errors", lo=1)
-    seed: int = _f(12345, "seed of the held-out states and fresh data", lo=0)
-    nfe: list[int] = _f([1, 2, 4, 8], "evaluation budgets of the Euler and Heun baselines")
+    n_heldout: int = _f(1000, "held-out initial states for trajectory errors", lo=1, hi=10**6)
+    seed: int = _f(12345, "seed of the held-out states and fresh data", lo=0, hi=2**32 - 1)
+    nfe: list[int] = _f(
+        [1, 2, 4, 8],
+        "evaluation budgets of the Euler and Heun baselines",
+        item=dict(lo=1, hi=10_000),
+    )
     ema: float = _f(-1.0, "EMA rate whose weights are 'student' (-1 = the first rate, 0 = raw)")
-    trajectories: int = _f(8, "student trajectories drawn in samples.png", lo=0)
-    grid_size: int = _f(8, "images: rows and columns of the sample grids", lo=1)
+    trajectories: int = _f(8, "student trajectories drawn in samples.png", lo=0, hi=1000)
+    grid_size: int = _f(8, "images: rows and columns of the sample grids", lo=1, hi=64)
     fid_every: int = _f(
         0,
         "FID of the checkpoint every K iterations (0 = off; a multiple of checkpoint_every)",
@@ -198,7 +243,9 @@ class EvalConfig:
     )
     fid_ref: str = _f("", "FID during training: reference statistics .npz (mu, sigma)")
     fid_detector: str = _f("", "FID during training: the TorchScript Inception detector file")
-    fid_num: int = _f(10000, "FID during training: images from seeds 0 .. fid_num - 1", lo=2)
+    fid_num: int = _f(
+        10000, "FID during training: images from seeds 0 .. fid_num - 1", lo=2, hi=10**7
+    )
     fid_weights: str = _f("all", "FID during training: 'all', 'ema', 'raw' or a rate")
 
 

@@ -124,3 +124,15 @@ def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if current().enabled:
         dist.barrier()
+
+
+def any_over_ranks(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any (``flag`` itself for one process)."""
+    env = current()
+    if not env.enabled:
+        return flag
+    backend = dist.get_backend()
+    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else "cpu"
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)

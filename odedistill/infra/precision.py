@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from odedistill.errors import UserError
+
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
     "fp32": None,
     "bf16": torch.bfloat16,
@@ -121,3 +123,38 @@ def checkpoint_blocks(net: nn.Module) -> int:
 def channels_last(net: nn.Module) -> nn.Module:
     """Convert ``net``'s 4-D weights to the channels-last (NHWC) layout (in place)."""
     return net.to(memory_format=torch.channels_last)
+
+
+def prepare_networks(
+    net: nn.Module,
+    teacher: nn.Module | None,
+    options: Any,
+    precision: Precision,
+    *,
+    image: bool,
+    forward_ad: bool,
+    cuda: bool,
+) -> None:
+    """Apply a run's precision, memory-layout, checkpointing and compilation options (in place).
+
+    ``options`` is the recipe's ``[train]`` section: ``tf32``, ``channels_last``,
+    ``checkpoint_activations`` and ``compile``; ``net`` is the student's network.
+    """
+    if cuda:
+        set_tf32(options.tf32)
+    if options.channels_last and image:
+        channels_last(net)
+        if teacher is not None:
+            channels_last(teacher)
+    if options.checkpoint_activations:
+        if forward_ad:
+            raise UserError(
+                "train.checkpoint_activations does not work with scheme.kind = 'autodiff' "
+                "(no forward-mode rule through recomputation); use 'upwind' or 'central'"
+            )
+        checkpoint_blocks(net)
+    autocast_forward(net, precision)
+    if options.compile:
+        net.compile()
+        if teacher is not None:
+            teacher.compile()

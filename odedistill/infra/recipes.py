@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import re
 import sys
 import types
 import typing
@@ -17,7 +19,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from odedistill.errors import UserError
-from odedistill.infra.config import SECTIONS, Config, all_keys
+from odedistill.infra.config import MAX_INT, SECTIONS, Config, all_keys
 from odedistill.registry import Registry
 
 
@@ -42,8 +44,12 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise UserError(f"'{key}' expects {_type_name(tp)}, got {value!r}")
-        return [_coerce(f"{key}[{i}]", v, inner, {}) for i, v in enumerate(value)]
+            raise UserError(f"'{key}' expects {_type_name(tp)}, got {_show(value)}")
+        max_len = meta.get("max_len", 16)
+        if len(value) > max_len:
+            raise UserError(f"'{key}' holds at most {max_len} items, got {len(value)}")
+        item = meta.get("item", {})
+        return [_coerce(f"{key}[{i}]", v, inner, item) for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         raise TypeError("union fields are not supported")  # pragma: no cover
     ok = (
@@ -53,8 +59,13 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
         or (tp is str and isinstance(value, str))
     )
     if not ok:
-        raise UserError(f"'{key}' expects {_type_name(tp)}, got {value!r}")
-    value = float(value) if tp is float else value
+        raise UserError(f"'{key}' expects {_type_name(tp)}, got {_show(value)}")
+    if tp is float:
+        value = float(value) if abs(value) < 1e308 or not isinstance(value, int) else math.inf
+        if not math.isfinite(value):
+            raise UserError(f"'{key}' must be a finite number, got {value!r}")
+    if tp is str and ("\x00" in value or len(value) > 4096):
+        raise UserError(f"'{key}' must be a string without NUL characters, up to 4096 long")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise UserError(
@@ -62,12 +73,20 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
             + _closest(str(value), [str(c) for c in choices]).replace("valid keys", "choices")
         )
     lo, hi = meta.get("lo"), meta.get("hi")
+    if tp is int and hi is None:
+        hi = MAX_INT
     if lo is not None and (value < lo or (meta.get("lo_open") and value == lo)):
         bound = f"> {lo}" if meta.get("lo_open") else f">= {lo}"
-        raise UserError(f"'{key}' must be {bound}, got {value!r}")
+        raise UserError(f"'{key}' must be {bound}, got {_show(value)}")
     if hi is not None and value > hi:
-        raise UserError(f"'{key}' must be <= {hi}, got {value!r}")
+        raise UserError(f"'{key}' must be <= {hi}, got {_show(value)}")
     return value
+
+
+def _show(value: Any) -> str:
+    """``repr`` shortened to one line of at most 60 characters."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def from_dict(raw: dict[str, Any], source: str = "recipe") -> Config:
@@ -100,7 +119,15 @@ def from_dict(raw: dict[str, Any], source: str = "recipe") -> Config:
     return cfg
 
 
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
 def _check_consistency(cfg: Config, source: str) -> None:
+    if not _RUN_NAME.match(cfg.run.name) or ".." in cfg.run.name:
+        raise UserError(
+            f"{source}: 'run.name' = {_show(cfg.run.name)} must be letters, digits, '.', '_' "
+            "and '-' (it names the folder runs/<name>); use --out for another place"
+        )
     e = cfg.eval
     if e.fid_every:
         if not (e.fid_ref and e.fid_detector):
@@ -119,8 +146,6 @@ def _check_consistency(cfg: Config, source: str) -> None:
         raise UserError(f"{source}: 'optim.betas' expects two numbers in [0, 1)")
     if not all(0 < r < 1 for r in cfg.train.ema_rates):
         raise UserError(f"{source}: 'train.ema_rates' expects numbers in (0, 1)")
-    if not all(n >= 1 for n in cfg.eval.nfe):
-        raise UserError(f"{source}: 'eval.nfe' expects positive integers")
     if cfg.eval.ema not in (-1.0, 0.0) and cfg.eval.ema not in cfg.train.ema_rates:
         raise UserError(
             f"{source}: 'eval.ema' = {cfg.eval.ema} is not one of 'train.ema_rates' "
@@ -131,8 +156,6 @@ def _check_consistency(cfg: Config, source: str) -> None:
             f"{source}: 'train.micro_batch' = {cfg.train.micro_batch} exceeds 'train.batch' = "
             f"{cfg.train.batch}; use 0 for one pass"
         )
-    if not all(m >= 1 for m in cfg.teacher.channel_mult):
-        raise UserError(f"{source}: 'teacher.channel_mult' expects positive integers")
     if cfg.teacher.kind == "edm" and not cfg.teacher.path:
         raise UserError(f"{source}: 'teacher.path' is required when teacher.kind = 'edm'")
 

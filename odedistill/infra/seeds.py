@@ -23,10 +23,17 @@ _RANGE = re.compile(r"^([0-9]+)-([0-9]+)$")
 _NUMBER = re.compile(r"^[0-9]+$")
 
 
+#: the most seeds one command draws (ten times EDM's 50,000-image protocol, and then some)
+MAX_SEEDS = 10_000_000
+#: seeds are 64-bit integers (EDM seeds its generators with seed mod 2**32)
+MAX_SEED = 2**63 - 1
+
+
 def parse_seeds(spec: str) -> list[int]:
     """'0-49999' or '0,5,10-19' as a list of seeds (EDM's ``parse_int_list``, ranges inclusive).
 
-    A seed given twice is an error: every seed names exactly one image.
+    A seed given twice is an error: every seed names exactly one image. At most ``MAX_SEEDS``
+    seeds, each at most ``MAX_SEED``.
     """
     seeds: list[int] = []
     for part in str(spec).replace(" ", "").split(","):
@@ -35,8 +42,15 @@ def parse_seeds(spec: str) -> list[int]:
             lo, hi = int(m.group(1)), int(m.group(2))
             if hi < lo:
                 raise UserError(f"seed range {part} runs backwards; write {hi}-{lo}")
+            if hi > MAX_SEED or len(seeds) + hi - lo + 1 > MAX_SEEDS:
+                raise UserError(
+                    f"--seeds {spec!r} names too many seeds (at most {MAX_SEEDS:,}, each "
+                    f"below 2^63); split the work into several commands"
+                )
             seeds.extend(range(lo, hi + 1))
         elif _NUMBER.match(part):
+            if int(part) > MAX_SEED:
+                raise UserError(f"seed {part} is too large; seeds are below 2^63")
             seeds.append(int(part))
         else:
             raise UserError(

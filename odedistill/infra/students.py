@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from odedistill.errors import UserError
-from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint
+from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint, verify_weights
 from odedistill.infra.devices import resolve_device
 from odedistill.infra.recipes import from_dict
 from odedistill.infra.registries import SYSTEMS, Teacher
@@ -67,13 +67,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A training checkpoint's contents, memory-mapped on the CPU; other files are a ``UserError``."""
-    state = load_checkpoint(path, map_location="cpu", mmap=True)
-    if not isinstance(state, dict) or "student" not in state or "model" not in state:
-        raise UserError(
-            f"{path} is not an odedistill training checkpoint of this version (no student "
-            "description); retrain, or sample it with the odedistill version that wrote it"
-        )
-    return state
+    return load_checkpoint(path, map_location="cpu", mmap=True)
 
 
 def weight_names(state: dict[str, Any], spec: str) -> list[str]:
@@ -129,7 +123,7 @@ def rebuild_network(spec: dict[str, Any], where: str) -> nn.Module:
         )
     try:
         return NETWORK_CLASSES[name](**kwargs)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ArithmeticError, IndexError, KeyError, RuntimeError) as e:
         raise UserError(f"{where}: cannot build {name} from the stored arguments ({e})") from None
 
 
@@ -152,14 +146,26 @@ def rebuild_student(spec: dict[str, Any], where: str = "student") -> BoundaryTra
     return BoundaryTrajectory(rebuild_network(spec, where), spec["t_start"], spec["t_end"], param)
 
 
-def load_weights(model: nn.Module, state: dict[str, Any], name: str) -> nn.Module:
-    """Load the weights ``name`` (from ``weight_names``) of a checkpoint into ``model``."""
-    weights = state["model"] if name == "raw" else state["ema"][name[3:]]
+def load_weights(
+    model: nn.Module, state: dict[str, Any], name: str, where: str = "the checkpoint"
+) -> nn.Module:
+    """Load the weights ``name`` (from ``weight_names``) of a checkpoint into ``model``.
+
+    The weights must match the checksum stored beside them and be finite: a damaged file or a
+    diverged run is a ``UserError`` naming the file, never samples of NaN.
+    """
+    weights = verify_weights(state, name, where)
+    bad = [k for k, t in weights.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise UserError(
+            f"{where}: the {name} weights are not finite ({bad[0]}); the run diverged before "
+            "this checkpoint, use an earlier one"
+        )
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise UserError(f"the checkpoint's weights do not fit its student ({first})") from None
+        raise UserError(f"{where}: the weights do not fit its student ({first})") from None
     return model.eval().requires_grad_(False)
 
 
@@ -173,7 +179,7 @@ def read_student(
     if len(names) != 1:
         raise UserError(f"--weights {weights!r} names {len(names)} sets of weights; pick one")
     spec = student_spec(state, str(ckpt))
-    model = load_weights(rebuild_student(spec, str(ckpt)), state, names[0])
+    model = load_weights(rebuild_student(spec, str(ckpt)), state, names[0], str(ckpt))
     return LoadedStudent(
         model.to(resolve_device(device)),
         rebuild_system(spec, str(ckpt)),

@@ -120,6 +120,8 @@ def digits_mixture(count: int = 0, std: float = 0.05) -> GaussianMixtureDenoiser
             "the digits teacher needs scikit-learn; install it with: pip install 'odedistill[digits]'"
         ) from e
     images = torch.as_tensor(load_digits().images, dtype=torch.float64)  # (1797, 8, 8) in 0..16
+    if count > len(images):
+        raise UserError(f"teacher.count = {count}, but scikit-learn has {len(images)} digits")
     if count:
         images = images[:count]
     means = (images / 8.0 - 1.0)[:, None]

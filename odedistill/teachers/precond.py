@@ -289,6 +289,6 @@ def build_edm_module(
         )
     try:
         return registry[short](*init_args, **dict(init_kwargs))
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, ArithmeticError, IndexError, KeyError, AttributeError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"cannot build {short} from the checkpoint's arguments: {message}") from err

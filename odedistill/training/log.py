@@ -34,12 +34,16 @@ class MetricsLog:
             self._file.flush()
 
     def trim(self, last_step: int) -> None:
-        """Drop lines past ``last_step`` (written after the checkpoint a run resumes from)."""
+        """Keep only whole lines of steps up to ``last_step``: lines written after the
+        checkpoint a run continues from, and a line cut off by a killed process, are dropped."""
         if not self.enabled or not self.path.exists():
             return
-        keep = [
-            ln
-            for ln in self.path.read_text().splitlines()
-            if ln and json.loads(ln)["step"] <= last_step
-        ]
+        keep = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                step = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if isinstance(step, int) and step <= last_step:
+                keep.append(line)
         atomic_write_text(self.path, "".join(ln + "\n" for ln in keep))

@@ -50,3 +50,21 @@ def write_sample_grid(
     except NotImplementedError:
         pass
     return pictures.plot_2d(panels, path)
+
+
+@torch.no_grad()
+def gives_finite_samples(model: TrajectoryModel, system: ODESystem, seed: int, n: int = 4) -> bool:
+    """Whether every weight of ``model`` is finite and so are its samples of ``n`` fixed z."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return False
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    z = system.sample_initial(n, gen).to(device)
+    cond = system.sample_condition(n, gen)
+    training = model.training
+    model.eval()
+    try:
+        x = model.sample(z, None if cond is None else cond.to(device))
+    finally:
+        model.train(training)
+    return bool(torch.isfinite(x).all())

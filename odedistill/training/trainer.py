@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -20,31 +21,34 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from odedistill._io import atomic_write_json, atomic_write_text
-from odedistill.errors import TrainingDiverged, UserError
+from odedistill._io import atomic_write_json
+from odedistill.errors import Interrupted, TrainingDiverged, UserError
 from odedistill.infra import distributed
-from odedistill.infra.build import Session, build_distance, build_optimizer, learning_rate
+from odedistill.infra.build import (
+    Session,
+    build_distance,
+    build_optimizer,
+    learning_rate,
+    reported_weights,
+    weights_of,
+)
 from odedistill.infra.checkpoint import (
+    CHECKPOINT_FORMAT,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
+    remove_stale_temps,
     save_checkpoint,
+    verify_weights,
 )
 from odedistill.infra.machine import machine_info, peak_memory_gib
 from odedistill.infra.noise import NoiseStreams, capture_rng, restore_rng
-from odedistill.infra.precision import (
-    Precision,
-    autocast_forward,
-    channels_last,
-    checkpoint_blocks,
-    set_tf32,
-)
+from odedistill.infra.precision import Precision, prepare_networks
 from odedistill.infra.progress import progress_bar
-from odedistill.infra.recipes import to_toml
-from odedistill.models.base import TrajectoryModel
 from odedistill.training import monitor
 from odedistill.training.log import MetricsLog
 from odedistill.training.objective import PIDObjective
+from odedistill.training.signals import stop_on_signals
 
 # The student's buffers (resampling filters, Fourier frequencies) are constants: DDP need not
 # broadcast them before every forward. The keyword changed name in PyTorch 2.12.
@@ -63,25 +67,6 @@ class Hook:
 
     def after_checkpoint(self, trainer: Trainer, path: Path) -> None:
         """After each checkpoint is written (every rank; rank 0 wrote it)."""
-
-
-def reported_weights(session: Session) -> str:
-    """Which weights ``eval.ema`` reports as 'student': 'raw' or 'ema<rate>'."""
-    cfg = session.cfg
-    if cfg.eval.ema == 0.0 or not cfg.train.ema_rates:
-        return "raw"
-    rate = cfg.train.ema_rates[0] if cfg.eval.ema == -1.0 else cfg.eval.ema
-    return f"ema{float(rate)!r}"
-
-
-def weights_of(session: Session) -> dict[str, TrajectoryModel]:
-    """The raw student and one model per EMA rate, named 'raw' and 'ema<rate>'."""
-    return {"raw": session.model, **{f"ema{k}": m for k, m in session.ema.models.items()}}
-
-
-def write_run_config(session: Session, run_dir: Path) -> None:
-    atomic_write_json(run_dir / "config.json", session.cfg.to_dict())
-    atomic_write_text(run_dir / "config.toml", to_toml(session.cfg))
 
 
 class Trainer:
@@ -105,7 +90,16 @@ class Trainer:
         self.micro = min(tc.micro_batch or self.share, self.share)
         if self.dist.enabled and self.dist.rank > 0:
             torch.manual_seed(cfg.run.seed + self.dist.rank)  # own dropout masks per rank
-        self._prepare_networks()
+        teacher = getattr(session.system, "denoiser", None)
+        prepare_networks(
+            session.model.net,
+            teacher if isinstance(teacher, nn.Module) else None,
+            tc,
+            self.precision,
+            image=session.system.is_image,
+            forward_ad=session.scheme.needs_forward_ad,
+            cuda=session.device.type == "cuda",
+        )
         self.objective: nn.Module = PIDObjective(
             session.model,
             session.system,
@@ -126,43 +120,19 @@ class Trainer:
         self.step = 0
         self.last_checkpoint: Path | None = None
         self.log = MetricsLog(self.run_dir, enabled=False)  # the open metrics.jsonl during run()
+        self.window = {"loss_sum": 0.0, "loss_n": 0}  # the losses since the last metrics line
 
     def noise_streams(self) -> NoiseStreams:
         """This process's noise: stream ``rank`` of ``world_size``."""
         d = self.dist
         return NoiseStreams(self.cfg.run.seed, [d.rank], d.world_size, self.cfg.train.batch)
 
-    def _prepare_networks(self) -> None:
-        """Apply the run's precision, memory layout, checkpointing and compilation options."""
-        tc, s = self.cfg.train, self.session
-        if s.device.type == "cuda":
-            set_tf32(tc.tf32)
-        teacher = getattr(s.system, "denoiser", None)
-        teacher = teacher if isinstance(teacher, nn.Module) else None
-        net = s.model.net
-        if tc.channels_last and s.system.is_image:
-            channels_last(net)
-            if teacher is not None:
-                channels_last(teacher)
-        if tc.checkpoint_activations:
-            if s.scheme.needs_forward_ad:
-                raise UserError(
-                    "train.checkpoint_activations does not work with scheme.kind = 'autodiff' "
-                    "(no forward-mode rule through recomputation); use 'upwind' or 'central'"
-                )
-            checkpoint_blocks(net)
-        autocast_forward(net, self.precision)
-        if tc.compile:
-            net.compile()
-            if teacher is not None:
-                teacher.compile()
-
     # ------------------------------------------------------------ state I/O
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint's content; under torchrun every rank must call it (RNG states are gathered)."""
         s = self.session
         state = {
-            "format": "odedistill-checkpoint-1",
+            "format": CHECKPOINT_FORMAT,
             "step": self.step,
             "model": s.model.state_dict(),
             "ema": s.ema.state_dict(),
@@ -170,6 +140,7 @@ class Trainer:
             "rng": capture_rng(self.noise, s.device),
             "config": json.dumps(self.cfg.to_dict()),
             "student": json.dumps(s.student_spec),
+            "log_window": dict(self.window),
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
@@ -177,14 +148,27 @@ class Trainer:
             state["world_size"] = self.dist.world_size
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.session.model.load_state_dict(state["model"])
-        self.session.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["optimizer"])
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        restore_rng(state["rng"], self.noise, self.session.device, self.step)
+    def load_state_dict(self, state: dict[str, Any], where: str = "the checkpoint") -> None:
+        """Continue from a checkpoint's weights, optimiser, RNG streams and step (all verified)."""
+        verify_weights(state, "raw", where)
+        for rate in state["ema"]:
+            verify_weights(state, f"ema{rate}", where)
+        try:
+            self.session.model.load_state_dict(state["model"])
+            self.session.ema.load_state_dict(state["ema"])
+            self.opt.load_state_dict(state["optimizer"])
+            if self.scaler is not None and "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
+            self.step = int(state["step"])
+            restore_rng(state["rng"], self.noise, self.session.device, self.step)
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{where} does not fit this run ({first})") from None
+        window = state.get("log_window") or {}
+        self.window = {
+            "loss_sum": float(window.get("loss_sum", 0.0)),
+            "loss_n": int(window.get("loss_n", 0)),
+        }
 
     def resume(self) -> int:
         path = latest_checkpoint(self.run_dir)
@@ -192,13 +176,18 @@ class Trainer:
             raise UserError(
                 f"nothing to resume in {self.run_dir}: it has no checkpoint; run without --resume"
             )
-        self.load_state_dict(load_checkpoint(path, map_location=self.session.device))
+        self.load_state_dict(load_checkpoint(path, map_location=self.session.device), str(path))
         self.last_checkpoint = path
         MetricsLog(self.run_dir, self.dist.is_main).trim(self.step)
         return self.step
 
     def save(self) -> Path:
-        """Write a checkpoint (rank 0); under torchrun every rank must call it."""
+        """Write a checkpoint (rank 0); under torchrun every rank must call it.
+
+        Weights that are not finite, or that give non-finite samples, are never written:
+        the run stops with ``TrainingDiverged`` and the previous checkpoint stays the last.
+        """
+        self.check_finite()
         state = self.state_dict()
         if self.dist.is_main:
             self.last_checkpoint = save_checkpoint(
@@ -287,16 +276,25 @@ class Trainer:
         )
         return atomic_write_json(self.run_dir / "run_info.json", info)
 
-    def _diverged(self, value: float) -> TrainingDiverged:
+    def check_finite(self) -> None:
+        """Raise ``TrainingDiverged`` unless every set of weights is finite and maps a fixed
+        probe batch of initial states to finite samples."""
+        s = self.session
+        for name, model in weights_of(s).items():
+            if not monitor.gives_finite_samples(model, s.system, self.cfg.eval.seed):
+                raise self._diverged(
+                    f"the {name} weights became non-finite (or give non-finite samples) at "
+                    f"step {self.step}"
+                )
+
+    def _diverged(self, what: str) -> TrainingDiverged:
         where = (
-            f"the last good checkpoint is {self.last_checkpoint}"
+            f"the last good checkpoint is {self.last_checkpoint}; continue from it with --resume "
+            "and a lower optim.lr or an optim.grad_clip (both may change on resume)"
             if self.last_checkpoint
-            else "no checkpoint was written yet"
+            else "no checkpoint was written yet; lower optim.lr or set optim.grad_clip"
         )
-        return TrainingDiverged(
-            f"loss became {value} at step {self.step + 1}; training stopped and {where}; "
-            "lower optim.lr or set optim.grad_clip"
-        )
+        return TrainingDiverged(f"{what}; training stopped and {where}")
 
     def run(
         self,
@@ -304,7 +302,11 @@ class Trainer:
         show_progress: bool = True,
         console: Console | None = None,
     ) -> None:
-        """Train up to ``iterations`` total steps (the config's by default)."""
+        """Train up to ``iterations`` total steps (the config's by default).
+
+        SIGINT or SIGTERM ends the current step, saves a checkpoint and raises ``Interrupted``;
+        ``--resume`` then continues exactly from there.
+        """
         tc, s = self.cfg.train, self.session
         main = self.dist.is_main
         total = iterations or tc.iterations
@@ -313,10 +315,11 @@ class Trainer:
         fields += ["loss {task.fields[loss]}", "mem {task.fields[mem]}"]
         bar = progress_bar(show_progress and main, fields, console)
         if main:
+            remove_stale_temps(self.run_dir)
+            MetricsLog(self.run_dir).trim(self.step)  # lines from a run killed past this step
             self.write_run_info()
-        loss_sum, loss_n, t_last, step_last = 0.0, 0, time.perf_counter(), self.step
-        t_start = time.perf_counter()
-        with bar, MetricsLog(self.run_dir, main) as log:
+        t_last, step_last, t_start = time.perf_counter(), self.step, time.perf_counter()
+        with bar, MetricsLog(self.run_dir, main) as log, stop_on_signals() as stop:
             self.log = log
             task = bar.add_task(
                 "distilling",
@@ -328,18 +331,20 @@ class Trainer:
                 loss = self.train_step()
                 value = float(loss)
                 if not torch.isfinite(loss):
-                    raise self._diverged(value)
+                    raise self._diverged(f"loss became {value} at step {self.step + 1}")
                 self.optimizer_step()
-                loss_sum, loss_n = loss_sum + value, loss_n + 1
+                self.window["loss_sum"] += value
+                self.window["loss_n"] += 1
                 for hook in self.hooks:
                     hook.after_step(self, value)
                 if main and (self.step % tc.log_every == 0 or self.step == total):
                     now = time.perf_counter()
                     rate = (self.step - step_last) / max(now - t_last, 1e-9)
                     mem, mem_kind = peak_memory_gib(s.device)
+                    mean = self.window["loss_sum"] / max(self.window["loss_n"], 1)
                     record = {
                         "step": self.step,
-                        "loss": loss_sum / loss_n,
+                        "loss": mean,
                         "it_per_s": rate,
                         "samples_per_s": rate * tc.batch,
                         **({"images_per_s": rate * tc.batch} if s.system.is_image else {}),
@@ -356,15 +361,26 @@ class Trainer:
                         task,
                         speed=f"{rate:.2f}",
                         throughput=f"{rate * tc.batch:.1f}",
-                        loss=f"{loss_sum / loss_n:.4g}",
+                        loss=f"{mean:.4g}",
                         mem=f"{mem:.2f} GiB",
                     )
-                    loss_sum, loss_n, t_last, step_last = 0.0, 0, now, self.step
+                    t_last, step_last = now, self.step
+                if self.step % tc.log_every == 0 or self.step == total:
+                    self.window = {"loss_sum": 0.0, "loss_n": 0}
                 bar.update(task, completed=self.step)
                 if main and tc.sample_every and self.step % tc.sample_every == 0:
                     self.write_samples()
-                if self.step % tc.checkpoint_every == 0 or self.step == total:
+                saved = self.step % tc.checkpoint_every == 0 or self.step == total
+                if saved:
                     path = self.save()
                     for hook in self.hooks:
                         hook.after_checkpoint(self, path)
+                if distributed.any_over_ranks(stop.signum is not None):
+                    path = self.last_checkpoint if saved else self.save()
+                    signum = stop.signum or signal.SIGTERM
+                    raise Interrupted(
+                        f"interrupted at step {self.step} by {signal.Signals(signum).name}; "
+                        f"the checkpoint {path} holds it; resume with --resume",
+                        signum,
+                    )
         distributed.barrier()  # every rank returns once rank 0's files are written
