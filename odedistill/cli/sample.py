@@ -9,6 +9,18 @@ import typer
 from odedistill.cli.app import app
 
 
+def _parse_times(text: str) -> list[float]:
+    from odedistill.errors import UserError
+
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        raise UserError(f"--times expects numbers separated by commas, got {text!r}") from None
+    if len(values) < 2:
+        raise UserError("--times needs at least two times: t_start and t_end")
+    return values
+
+
 @app.command()
 def sample(
     run: Path = typer.Argument(None, help="run directory or checkpoint file of a student"),
@@ -31,7 +43,14 @@ def sample(
     weights: str = typer.Option(
         "ema", "--weights", help="student: 'ema' (first rate), 'raw' or a rate"
     ),
-    steps: int = typer.Option(None, "--steps", help="teacher: Heun steps N (default 18)"),
+    steps: int = typer.Option(
+        None,
+        "--steps",
+        help="student: K steps of a flow map on its grid (default 1); teacher: Heun steps (18)",
+    ),
+    times: str = typer.Option(
+        None, "--times", help="flow map: the K + 1 times of a K-step sample, e.g. 80,2.5,0.002"
+    ),
     sigma_min: float = typer.Option(
         None, "--sigma-min", help="teacher: lowest noise level (0.002)"
     ),
@@ -44,7 +63,9 @@ def sample(
     device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
-    """Draw samples by seed from a trained student (one step) or a teacher (EDM Algorithm 2).
+    """Draw samples by seed from a trained student or a teacher (EDM Algorithm 2).
+
+    A PID student samples in one step; a flow map in --steps K (or on --times).
 
     Under torchrun (WORLD_SIZE > 1) rank r draws entries r, r + WORLD_SIZE, ... of the seed list.
     """
@@ -58,7 +79,6 @@ def sample(
     from odedistill.sampling.writers import output_kind, sample_to
 
     teacher_opts = {
-        "--steps": steps,
         "--sigma-min": sigma_min,
         "--sigma-max": sigma_max,
         "--rho": rho,
@@ -75,6 +95,13 @@ def sample(
         given = [k for k, v in teacher_opts.items() if v is not None]
         if given:
             raise UserError(f"{', '.join(given)} apply to --teacher sampling, not to a student")
+    elif times is not None:
+        raise UserError("--times applies to a flow-map student, not to --teacher sampling")
+    if steps is not None and steps < 1:
+        raise UserError(f"--steps must be at least 1, got {steps}")
+    if times is not None and steps is not None:
+        raise UserError("give --steps or --times, not both")
+    time_list = _parse_times(times) if times is not None else None
     if seeds is not None and (n is not None or seed is not None):
         raise UserError("give --seeds or --n/--seed, not both")
     if n is not None and n < 1:
@@ -118,7 +145,9 @@ def sample(
                     f"{student.path}: the run's system was a Python object, which a checkpoint "
                     "cannot rebuild; sample it through the library (odedistill.load_student)"
                 )
-            sampler = StudentSampler(student.model, student.system)
+            if time_list is None and steps not in (None, 1):
+                time_list = student.sample_times(steps)
+            sampler = StudentSampler(student.model, student.system, time_list)
         if output_kind(out, sampler) == "dir":  # check before any sampling
             check_writable_dir(out, "--out")
         else:

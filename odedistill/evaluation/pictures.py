@@ -13,6 +13,15 @@ from odedistill.systems.base import ODESystem
 from odedistill.systems.probability_flow import ProbabilityFlowODE
 
 
+def _student_panels(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """'student, 1 step' (and a flow map's 'student, K steps' for K = 2 and 4)."""
+    panels = {"student, 1 step": outputs["student"]}
+    for K in (2, 4):
+        if f"student@{K}" in outputs:
+            panels[f"student, {K} steps"] = outputs[f"student@{K}"]
+    return panels
+
+
 @torch.no_grad()
 def write_samples_png(
     system: ODESystem,
@@ -24,7 +33,9 @@ def write_samples_png(
     trajectories: int = 8,
 ) -> Path:
     """Image panels (student, the largest-NFE Heun, exact endpoints, data), or 2-D scatters
-    with ``trajectories`` student paths through ``times`` against exact ones."""
+    with ``trajectories`` student paths through ``times`` against exact ones. A flow map's
+    1-, 2- and 4-step samples (``student@K``) stand side by side."""
+    students = _student_panels(outputs)
     if system.is_image:
         n = min(grid_size**2, outputs["student"].shape[0])
         heun_key = max(
@@ -32,7 +43,7 @@ def write_samples_png(
             default=None,
             key=lambda k: int(k.split("_")[1]),
         )
-        panels = {"student, 1 step": outputs["student"][:n]}
+        panels = {title: x[:n] for title, x in students.items()}
         if heun_key:
             panels[f"teacher Heun, {heun_key.split('_')[1]} NFE"] = outputs[heun_key][:n]
         panels["exact ODE endpoint"] = outputs["exact"][:n]
@@ -42,11 +53,7 @@ def write_samples_png(
         )
     if system.dim != 2:
         return path
-    panels = {
-        "data": outputs["data"],
-        "exact ODE endpoints": outputs["exact"],
-        "student, 1 step": outputs["student"],
-    }
+    panels = {"data": outputs["data"], "exact ODE endpoints": outputs["exact"], **students}
     traj = None
     k = min(trajectories, outputs["z"].shape[0])
     if k:

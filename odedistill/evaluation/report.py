@@ -13,6 +13,7 @@ from odedistill.evaluation.metrics import relative_error, sliced_w1
 from odedistill.grids import make_grid
 from odedistill.infra.config import Config
 from odedistill.models.base import TrajectoryModel
+from odedistill.models.flowmap import FlowMap, sample_times
 from odedistill.solvers import euler, heun, heun_nfe, solve_reference
 from odedistill.systems.base import ODESystem
 
@@ -73,18 +74,27 @@ def evaluate(
             "sliced_w1": sliced_w1(x, data, seed=e.seed),
         }
 
+    N = cfg.scheme.N
+    colloc = make_grid(cfg.scheme.grid, N, system.t_start, system.t_end, cfg.scheme.rho)
     samplers: dict[str, Any] = {}
     outputs: dict[str, torch.Tensor] = {"z": z, "exact": x_exact, "data": data}
+    extra: dict[str, Any] = {}
     for name, model in students.items():
         dev = next(model.parameters()).device
         c = None if cond is None else cond.to(dev)
         x = model.sample(z.float().to(dev), c).double().cpu()
         key = "student" if name == chosen else f"student_{name}"
         samplers[key] = entry(x, 1)
-        if name == chosen:
-            outputs["student"] = x
-    N = cfg.scheme.N
-    colloc = make_grid(cfg.scheme.grid, N, system.t_start, system.t_end, cfg.scheme.rho)
+        if name != chosen:
+            continue
+        outputs["student"] = x
+        if isinstance(model, FlowMap):
+            for K in [1, *cfg.flowmap.steps]:
+                times = sample_times(colloc, K)
+                xK = model.sample(z.float().to(dev), c, K, times).double().cpu()
+                samplers[f"student@{K}"] = {**entry(xK, K), "times": times}
+                outputs[f"student@{K}"] = xK
+            extra["flow_map"] = flow_map_errors(model, system, z, cond, colloc, cfg.flowmap.steps)
     samplers[f"teacher_euler_{N - 1}"] = entry(euler(system, z, colloc, cond), N - 1)
     for nfe in e.nfe:
         g = make_grid(cfg.scheme.grid, nfe + 1, system.t_start, system.t_end, cfg.scheme.rho)
@@ -103,8 +113,57 @@ def evaluate(
         "student_weights": chosen,
         "reference": "closed form" if system.has_exact_solution else "scipy DOP853 rtol=atol=1e-10",
         "reference_seconds": ref_seconds,
+        **extra,
     }
     return report, outputs
+
+
+@torch.no_grad()
+def flow_map_errors(
+    model: FlowMap,
+    system: ODESystem,
+    z: torch.Tensor,
+    cond: torch.Tensor | None,
+    grid: torch.Tensor,
+    steps: list[int],
+) -> dict[str, Any]:
+    """The flow map itself against the exact one, on the jumps its samplers make and more.
+
+    On the finest sampler's times s_0 > … > s_K, the exact states x(s_a) of each held-out
+    trajectory are computed (closed form or scipy); every jump a < b is then checked:
+    X(x(s_a), s_a, s_b) against x(s_b). Reports the mean relative error over all jumps, over
+    the one-step jumps (a → a + 1) and over the jumps to the end (a → K).
+    """
+    times = sample_times(grid, max([1, *steps]))
+    t = torch.tensor(times, dtype=torch.float64)
+    if system.has_exact_solution:
+        states = torch.stack(
+            [system.exact_solution(z.double(), ti.expand(len(z)), cond) for ti in t]
+        )
+    else:
+        states = solve_reference(system, z, cond, t_eval=times)
+    dev = next(model.parameters()).device
+    c = None if cond is None else cond.to(dev)
+    errors: dict[tuple[int, int], float] = {}
+    K = len(times) - 1
+    for a in range(K):
+        x_a = states[a].float().to(dev)
+        s_a = torch.full((len(z),), times[a], device=dev)
+        for b in range(a + 1, K + 1):
+            t_b = torch.full((len(z),), times[b], device=dev)
+            x = model.transport(x_a, s_a, t_b, c).double().cpu()
+            errors[(a, b)] = relative_error(x, states[b])
+
+    def mean(pairs: list[tuple[int, int]]) -> float:
+        return sum(errors[p] for p in pairs) / len(pairs)
+
+    return {
+        "times": times,
+        "jumps": len(errors),
+        "rel_error": mean(list(errors)),
+        "rel_error_one_step": mean([(a, a + 1) for a in range(K)]),
+        "rel_error_to_end": mean([(a, K) for a in range(K)]),
+    }
 
 
 def write_eval(run_dir: Path, report: dict[str, Any]) -> Path:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from odedistill.distances import Distance, make_distance
+from odedistill.errors import UserError
 from odedistill.grids import make_grid
 from odedistill.infra.config import Config
 from odedistill.infra.devices import resolve_device
@@ -23,9 +24,12 @@ from odedistill.infra.registries import (
     build_teacher,
 )
 from odedistill.models.base import TrajectoryModel
-from odedistill.models.boundary import BoundaryTrajectory
+from odedistill.models.boundary import BoundaryTrajectory, default_parametrisation
+from odedistill.models.flowmap import FlowMap
+from odedistill.models.parametrisation import Parametrisation
 from odedistill.schemes import ResidualScheme, make_scheme
 from odedistill.systems.base import ODESystem
+from odedistill.systems.probability_flow import ProbabilityFlowODE
 
 
 @dataclass
@@ -40,7 +44,7 @@ class Session:
     cfg: Config
     device: torch.device
     system: ODESystem
-    model: BoundaryTrajectory
+    model: TrajectoryModel
     ema: EMA
     scheme: ResidualScheme
     grid: torch.Tensor
@@ -48,7 +52,7 @@ class Session:
 
 
 def student_spec(
-    cfg: Config, system: ODESystem, model: BoundaryTrajectory, net_spec: dict, from_recipe: bool
+    cfg: Config, system: ODESystem, model: TrajectoryModel, net_spec: dict, from_recipe: bool
 ) -> dict[str, Any]:
     """The JSON description of a student that :mod:`odedistill.infra.students` rebuilds.
 
@@ -62,11 +66,13 @@ def student_spec(
     )
     return {
         "format": "odedistill-student-1",
-        "trajectory": "boundary",
+        "trajectory": "flowmap" if isinstance(model, FlowMap) else "boundary",
+        "skip_sigma_data": getattr(model, "skip_sigma_data", None),
         "network": net_spec,
         "parametrisation": model.param.to_dict(),
         "t_start": model.t_start,
         "t_end": model.t_end,
+        "grid": {"kind": cfg.scheme.grid, "N": cfg.scheme.N, "rho": cfg.scheme.rho},
         "state_shape": list(system.state_shape),
         "label_dim": int(system.label_dim),
         "system": section,
@@ -98,7 +104,7 @@ def build_session(
         student = build_student_network(cfg, system, teacher)
     else:
         student = StudentNet(net, {"class": type(net).__qualname__, "kwargs": None})
-    model = BoundaryTrajectory.for_system(student.net, system, student.param).to(device)
+    model = wrap_student(cfg, student.net, system, student.param).to(device)
     return Session(
         cfg=cfg,
         device=device,
@@ -109,6 +115,32 @@ def build_session(
         grid=build_grid(cfg, system, device),
         student_spec=student_spec(cfg, system, model, student.spec, from_recipe),
     )
+
+
+def skip_sigma_data(cfg: Config, system: ODESystem) -> float | None:
+    """σ_d of a flow map's skip scaling (``flowmap.skip``), or None for the plain map."""
+    mode = cfg.flowmap.skip
+    if mode == "none":
+        return None
+    if isinstance(system, ProbabilityFlowODE):
+        return system.sigma_data
+    if mode == "edm":
+        raise UserError(
+            "flowmap.skip = 'edm' uses the probability-flow ODE's sigma_data; this system is "
+            f"{type(system).__name__}: use 'auto' or 'none'"
+        )
+    return None
+
+
+def wrap_student(
+    cfg: Config, net: nn.Module, system: ODESystem, param: Parametrisation | None
+) -> TrajectoryModel:
+    """The student around ``net``: PID's trajectory or a flow map (``student.kind``)."""
+    param = param or default_parametrisation(system)
+    if cfg.student.kind == "flowmap":
+        sigma = skip_sigma_data(cfg, system)
+        return FlowMap(net, system.t_start, system.t_end, param, sigma)
+    return BoundaryTrajectory(net, system.t_start, system.t_end, param)
 
 
 def build_scheme(cfg: Config) -> ResidualScheme:
@@ -132,17 +164,21 @@ def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
 
 
 def learning_rate(cfg: Config, step: int) -> float:
-    """The learning rate of iteration ``step`` (0-based): linear warm-up, then constant or cosine.
+    """The learning rate of iteration ``step`` (0-based): linear warm-up, then a schedule.
 
-    Cosine decays from ``optim.lr`` after the warm-up to 0 at ``train.iterations``.
+    After the warm-up and a constant stretch of ``optim.decay_start`` of the remaining
+    iterations, 'cosine' and 'linear' decay from ``optim.lr`` to 0 at ``train.iterations``.
     """
     o, total = cfg.optim, cfg.train.iterations
     if step < o.warmup:
         return o.lr * (step + 1) / o.warmup
+    start = o.warmup + o.decay_start * (total - o.warmup)
+    if o.schedule == "constant" or step < start:
+        return o.lr
+    span = max(total - start, 1)
     if o.schedule == "cosine":
-        span = max(total - o.warmup, 1)
-        return o.lr * 0.5 * (1 + math.cos(math.pi * (step - o.warmup) / span))
-    return o.lr
+        return o.lr * 0.5 * (1 + math.cos(math.pi * (step - start) / span))
+    return o.lr * max(0.0, (total - step) / span)
 
 
 def reported_weights(session: Session) -> str:

@@ -134,6 +134,12 @@ class TeacherConfig:
 
 @dataclass
 class StudentConfig:
+    kind: str = _f(
+        "pid",
+        "'pid': x(z, t) from the initial state, one-step sampling (PID); 'flowmap': X(x_s, s, t) "
+        "from any time s to a later t, sampled in 1 or more steps ([flowmap])",
+        choices=("pid", "flowmap"),
+    )
     net: str = _f("mlp", "the network F", choices=NETWORKS)
     init: str = _f(
         "random",
@@ -151,6 +157,36 @@ class StudentConfig:
     )
     blocks: int = _f(1, "unet: residual blocks per resolution", lo=1, hi=64)
     attention: bool = _f(True, "unet: self-attention at the lowest resolution")
+
+
+@dataclass
+class FlowMapConfig:
+    p_T: float = _f(0.25, "fraction of each batch with s = t_start: the plain PID term", lo=0, hi=1)
+    steps: list[int] = _f(
+        [2, 4, 8],
+        "the multi-step samplers the map is trained for and evaluated with: K steps on grid "
+        "points round(m (N - 1) / K)",
+        item=dict(lo=2, hi=1000),
+    )
+    sources: str = _f(
+        "sampler",
+        "where s is drawn: 'sampler' (the inner points of the steps' sub-grids, with t up to "
+        "the next point a sampler jumps to) or 'uniform' (any grid point, t anywhere after it)",
+        choices=("sampler", "uniform"),
+    )
+    source_state: str = _f(
+        "student",
+        "x_s = sg X(z, t_start, s) of the current 'student' (one extra forward, no gradient), "
+        "of the first 'ema', or the 'teacher''s Euler steps along the grid (exact on the grid, "
+        "but up to N - 1 teacher calls per iteration)",
+        choices=("student", "ema", "teacher"),
+    )
+    skip: str = _f(
+        "auto",
+        "EDM's skip scaling inside the map, F = a(s) x_s + b(s) NN (identity plus a small "
+        "correction from small s): 'auto' (for the probability-flow ODE), 'edm' or 'none'",
+        choices=("auto", "edm", "none"),
+    )
 
 
 @dataclass
@@ -176,9 +212,16 @@ class OptimConfig:
     lr: float = _f(2e-4, "learning rate (peak of the schedule)", lo=0, lo_open=True)
     schedule: str = _f(
         "constant",
-        "learning-rate schedule after warm-up: 'constant' (PID) or 'cosine' (decay to 0 at the "
-        "last iteration)",
-        choices=("constant", "cosine"),
+        "learning-rate schedule after warm-up: 'constant' (PID), 'cosine' or 'linear' (decay to "
+        "0 at the last iteration, from optim.decay_start on)",
+        choices=("constant", "cosine", "linear"),
+    )
+    decay_start: float = _f(
+        0.0,
+        "fraction of the iterations after warm-up before a cosine or linear decay begins",
+        lo=0,
+        hi=1,
+        lo_open=False,
     )
     warmup: int = _f(0, "iterations of linear learning-rate warm-up from 0 (0 = none)", lo=0)
     betas: list[float] = _f([0.9, 0.999], "Adam betas", max_len=2)
@@ -255,6 +298,7 @@ class Config:
     system: SystemConfig = field(default_factory=SystemConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
+    flowmap: FlowMapConfig = field(default_factory=FlowMapConfig)
     scheme: SchemeConfig = field(default_factory=SchemeConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

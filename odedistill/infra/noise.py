@@ -9,7 +9,7 @@ draw, concatenated): that is how tests compare one process with a process group.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -26,14 +26,31 @@ def noise_generator(seed: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed + NOISE_SEED_OFFSET + stream)
 
 
+Indices = Callable[[int, int, torch.Generator], tuple[torch.Tensor, ...]]
+
+
+def pid_indices(N: int, n: int, gen: torch.Generator) -> tuple[torch.Tensor]:
+    """PID's collocation indices i ~ U{0 … N−1}, one per sample."""
+    return (torch.randint(0, N, (n,), generator=gen),)
+
+
 def draw_batch(
-    system: ODESystem, N: int, batch: int, gen: torch.Generator, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """z, collocation indices i ~ U{0..N-1} and conditions, from one noise stream."""
+    system: ODESystem,
+    N: int,
+    batch: int,
+    gen: torch.Generator,
+    device: torch.device,
+    indices: Indices = pid_indices,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor | None]:
+    """z, the objective's collocation indices and the conditions, from one noise stream."""
     z = system.sample_initial(batch, gen)
-    idx = torch.randint(0, N, (batch,), generator=gen)
+    idx = indices(N, batch, gen)
     cond = system.sample_condition(batch, gen)
-    return z.to(device), idx.to(device), None if cond is None else cond.to(device)
+    return (
+        z.to(device),
+        tuple(t.to(device) for t in idx),
+        None if cond is None else cond.to(device),
+    )
 
 
 class NoiseStreams:
@@ -59,14 +76,20 @@ class NoiseStreams:
         self.generators = [noise_generator(seed, r) for r in self.streams]
 
     def draw(
-        self, system: ODESystem, N: int, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        self, system: ODESystem, N: int, device: torch.device, indices: Indices = pid_indices
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor | None]:
         """This process's share of one batch: its streams' draws, concatenated in stream order."""
-        parts = [draw_batch(system, N, self.per_stream, g, device) for g in self.generators]
+        parts = [
+            draw_batch(system, N, self.per_stream, g, device, indices) for g in self.generators
+        ]
         if len(parts) == 1:
             return parts[0]
         z, idx, cond = zip(*parts, strict=True)
-        return torch.cat(z), torch.cat(idx), None if cond[0] is None else torch.cat(cond)
+        return (
+            torch.cat(z),
+            tuple(torch.cat(col) for col in zip(*idx, strict=True)),
+            None if cond[0] is None else torch.cat(cond),
+        )
 
     def states(self) -> list[torch.Tensor]:
         return [g.get_state() for g in self.generators]

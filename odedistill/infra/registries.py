@@ -165,6 +165,12 @@ NETWORKS: Registry[Callable[[Config, ODESystem, Teacher | None], StudentNet]] = 
 )
 
 
+def _two_times(cfg: Config) -> dict[str, bool]:
+    """The constructor keyword of a flow map's second time input (none for a PID student, so
+    its stored arguments stay those of the one-time network)."""
+    return {"two_times": True} if cfg.student.kind == "flowmap" else {}
+
+
 def _mlp(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet:
     st = cfg.student
     kwargs = dict(
@@ -172,6 +178,7 @@ def _mlp(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet:
         width=st.width,
         depth=st.depth,
         label_dim=system.label_dim,
+        **_two_times(cfg),
     )
     return StudentNet(MLP(**kwargs), {"class": "MLP", "kwargs": kwargs})
 
@@ -190,6 +197,7 @@ def _unet(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet
         blocks=st.blocks,
         attention=st.attention,
         label_dim=system.label_dim,
+        **_two_times(cfg),
     )
     return StudentNet(SmallUNet(**kwargs), {"class": "SmallUNet", "kwargs": kwargs})
 
@@ -217,11 +225,16 @@ def _teacher_copy(cfg: Config, system: ODESystem, teacher: Teacher | None) -> St
             "teacher has (teacher.kind = 'edm' or 'edm_random'); use student.net = 'mlp' or "
             "'unet'"
         )
-    kwargs = {**D.model_kwargs, "dropout": st.dropout}
-    if st.init == "teacher":
+    kwargs = {**D.model_kwargs, "dropout": st.dropout, **_two_times(cfg)}
+    device = next(D.model.parameters()).device
+    if st.init == "teacher" and not _two_times(cfg):
         net = copy.deepcopy(D.model)
+    elif st.init == "teacher":  # the teacher's weights, and a source-time branch that starts at 0
+        net = EDM_NETWORKS[D.model_type](**D.model_kwargs, two_times=True).to(device)
+        missing, unexpected = net.load_state_dict(D.model.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith("second_time.") for k in missing)
     else:
-        net = EDM_NETWORKS[D.model_type](**D.model_kwargs).to(next(D.model.parameters()).device)
+        net = EDM_NETWORKS[D.model_type](**D.model_kwargs, **_two_times(cfg)).to(device)
     for m in net.modules():  # the student's dropout rate (PID: 0), in every EDM block
         if isinstance(getattr(m, "dropout", None), float):
             m.dropout = st.dropout

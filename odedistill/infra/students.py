@@ -19,12 +19,14 @@ import torch
 from torch import nn
 
 from odedistill.errors import UserError
+from odedistill.grids import make_grid
 from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint, verify_weights
 from odedistill.infra.devices import resolve_device
 from odedistill.infra.recipes import from_dict
 from odedistill.infra.registries import SYSTEMS, Teacher
 from odedistill.models.base import TrajectoryModel
 from odedistill.models.boundary import BoundaryTrajectory
+from odedistill.models.flowmap import FlowMap, sample_times
 from odedistill.models.nets import MLP, SmallUNet
 from odedistill.models.parametrisation import Parametrisation
 from odedistill.systems.base import ODESystem
@@ -47,6 +49,11 @@ class LoadedStudent:
     weights: str
     step: int
     path: Path
+    grid: torch.Tensor
+
+    def sample_times(self, steps: int) -> list[float]:
+        """The times of a ``steps``-step sample on the run's collocation grid."""
+        return sample_times(self.grid, steps)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -138,12 +145,16 @@ def rebuild_system(spec: dict[str, Any], where: str) -> ODESystem | None:
     return kind.build(cfg, shapes if kind.needs_teacher else None)
 
 
-def rebuild_student(spec: dict[str, Any], where: str = "student") -> BoundaryTrajectory:
-    """A student of the described architecture and parametrisation, with fresh weights."""
-    if spec.get("trajectory") != "boundary":
-        raise UserError(f"{where}: unknown trajectory kind {spec.get('trajectory')!r}")
+def rebuild_student(spec: dict[str, Any], where: str = "student") -> TrajectoryModel:
+    """A student of the described kind, architecture and parametrisation, with fresh weights."""
+    kind = spec.get("trajectory")
+    if kind not in ("boundary", "flowmap"):
+        raise UserError(f"{where}: unknown trajectory kind {kind!r}")
     param = Parametrisation.from_dict(spec["parametrisation"])
-    return BoundaryTrajectory(rebuild_network(spec, where), spec["t_start"], spec["t_end"], param)
+    net = rebuild_network(spec, where)
+    if kind == "flowmap":
+        return FlowMap(net, spec["t_start"], spec["t_end"], param, spec.get("skip_sigma_data"))
+    return BoundaryTrajectory(net, spec["t_start"], spec["t_end"], param)
 
 
 def load_weights(
@@ -180,12 +191,15 @@ def read_student(
         raise UserError(f"--weights {weights!r} names {len(names)} sets of weights; pick one")
     spec = student_spec(state, str(ckpt))
     model = load_weights(rebuild_student(spec, str(ckpt)), state, names[0], str(ckpt))
+    g = spec["grid"]
+    grid = make_grid(g["kind"], int(g["N"]), spec["t_start"], spec["t_end"], float(g["rho"]))
     return LoadedStudent(
         model.to(resolve_device(device)),
         rebuild_system(spec, str(ckpt)),
         names[0],
         int(state.get("step", 0)),
         ckpt,
+        grid,
     )
 
 

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from odedistill.errors import UserError
+
 
 class Path:
     """The curve t ↦ x(t) of a batch of B trajectories: what a residual scheme differentiates.
@@ -63,7 +65,19 @@ class TrajectoryModel(nn.Module):
         """The trajectories from ``z`` as a ``Path`` t ↦ x(z, t, cond)."""
         return Path(lambda t, z, cond: self(z, t, cond), (z, cond))
 
-    def sample(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """One-step solution: ``x(z, t_end)``."""
+    def sample(
+        self,
+        z: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        steps: int = 1,
+        times: list[float] | None = None,
+    ) -> torch.Tensor:
+        """One-step solution: ``x(z, t_end)``. A trajectory from the initial state has no other
+        sampler; a flow map (``FlowMap``) also samples in several ``steps``."""
+        if steps != 1 or (times is not None and len(times) != 2):
+            raise UserError(
+                f"{type(self).__name__} is a one-time student x(z, t): it samples in one step "
+                "only; train a flow map (student.kind = 'flowmap') to sample in several"
+            )
         t = torch.full((z.shape[0],), self.t_end, device=z.device, dtype=z.dtype)
         return self(z, t, cond)

@@ -11,6 +11,23 @@ from torch import nn
 from odedistill.models.attention import attention
 
 
+def _embedding(
+    net: nn.Module,
+    noise_labels: torch.Tensor,
+    class_labels: torch.Tensor | None,
+    noise_labels_s: torch.Tensor | None,
+) -> torch.Tensor:
+    """The time embedding, plus the class's and (flow maps) the source time's."""
+    emb = net.emb(noise_labels)
+    if net.label is not None and class_labels is not None:
+        emb = emb + net.label(class_labels.to(emb.dtype))
+    if net.emb_s is not None:
+        if noise_labels_s is None:
+            raise ValueError("this network takes two times: pass noise_labels_s")
+        emb = emb + net.emb_s(noise_labels_s)
+    return emb
+
+
 class FourierTimeEmbedding(nn.Module):
     """Fixed sinusoidal features of a scalar time input, followed by a two-layer MLP."""
 
@@ -25,6 +42,15 @@ class FourierTimeEmbedding(nn.Module):
         return self.mlp(torch.cat([torch.sin(a), torch.cos(a)], dim=1))
 
 
+def second_time_embedding(dim: int) -> FourierTimeEmbedding:
+    """A flow map's embedding of its source time s, whose output layer starts at zero: a
+    network with it computes, at initialisation, exactly what it computes without it."""
+    emb = FourierTimeEmbedding(dim)
+    nn.init.zeros_(emb.mlp[-1].weight)
+    nn.init.zeros_(emb.mlp[-1].bias)
+    return emb
+
+
 class MLP(nn.Module):
     """Residual MLP on flattened states with an additive time (and class) embedding.
 
@@ -33,10 +59,18 @@ class MLP(nn.Module):
         width: hidden width.
         depth: number of residual blocks.
         label_dim: size of one-hot class labels (0 for none).
+        two_times: add a second time input ``noise_labels_s`` (a flow map's source time),
+            embedded by its own branch that starts at zero; built last, so the other
+            weights are those of the one-time network of the same seed.
     """
 
     def __init__(
-        self, state_shape: tuple[int, ...], width: int = 256, depth: int = 4, label_dim: int = 0
+        self,
+        state_shape: tuple[int, ...],
+        width: int = 256,
+        depth: int = 4,
+        label_dim: int = 0,
+        two_times: bool = False,
     ) -> None:
         super().__init__()
         self.state_shape = tuple(state_shape)
@@ -49,13 +83,16 @@ class MLP(nn.Module):
             for _ in range(depth)
         )
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, d))
+        self.emb_s = second_time_embedding(width) if two_times else None
 
     def forward(
-        self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        noise_labels: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        noise_labels_s: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        emb = self.emb(noise_labels)
-        if self.label is not None and class_labels is not None:
-            emb = emb + self.label(class_labels.to(emb.dtype))
+        emb = _embedding(self, noise_labels, class_labels, noise_labels_s)
         h = self.inp(x.reshape(x.shape[0], -1)) + emb
         for block in self.blocks:
             h = h + block(h + emb)
@@ -106,6 +143,7 @@ class SmallUNet(nn.Module):
         blocks: residual blocks per level.
         attention: add a self-attention block at the lowest resolution.
         label_dim: size of one-hot class labels (0 for none).
+        two_times: a second time input, as for ``MLP``.
     """
 
     def __init__(
@@ -117,6 +155,7 @@ class SmallUNet(nn.Module):
         attention: bool = True,
         heads: int = 1,
         label_dim: int = 0,
+        two_times: bool = False,
     ) -> None:
         super().__init__()
         C, H, W = state_shape
@@ -151,13 +190,16 @@ class SmallUNet(nn.Module):
                 self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
         self.out_norm = nn.GroupNorm(min(groups, cur), cur)
         self.out = nn.Conv2d(cur, C, 3, padding=1)
+        self.emb_s = second_time_embedding(emb_dim) if two_times else None
 
     def forward(
-        self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        noise_labels: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        noise_labels_s: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        emb = self.emb(noise_labels)
-        if self.label is not None and class_labels is not None:
-            emb = emb + self.label(class_labels.to(emb.dtype))
+        emb = _embedding(self, noise_labels, class_labels, noise_labels_s)
         h = self.inp(x)
         skips = [h]
         for layer in self.down:

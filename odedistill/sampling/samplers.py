@@ -10,6 +10,7 @@ from torch import nn
 from odedistill.errors import UserError
 from odedistill.infra.seeds import Samples, SeedNoise, SeedSampler, draw_labels
 from odedistill.models.base import TrajectoryModel
+from odedistill.models.flowmap import FlowMap
 from odedistill.solvers import edm_sampler
 from odedistill.systems.base import ODESystem
 from odedistill.systems.probability_flow import ProbabilityFlowODE
@@ -22,20 +23,31 @@ def _module_device(module: nn.Module) -> torch.device:
 
 
 class StudentSampler(SeedSampler):
-    """One-step samples x_θ(z, t_end) of a trained student.
+    """Samples of a trained student: x_θ(z, t_end) in one step, or a flow map in several.
 
     For the probability-flow ODE z = T·n with n the seed's unit latents, the noise EDM's
     generate.py gives a teacher of the same shape; images are clamped to [−1, 1]. Other systems
-    draw z with their own ``sample_initial`` from the seed's (CPU) generator.
+    draw z with their own ``sample_initial`` from the seed's (CPU) generator. ``times`` are the
+    K + 1 times of a K-step sample (t_start … t_end); a one-time student refuses more than one.
     """
 
-    def __init__(self, model: TrajectoryModel, system: ODESystem) -> None:
+    def __init__(
+        self, model: TrajectoryModel, system: ODESystem, times: list[float] | None = None
+    ) -> None:
         self.model = model
         self.system = system
+        self.times = times
+        self.steps = 1 if times is None else len(times) - 1
         self.state_shape = tuple(system.state_shape)
         self.label_dim = int(system.label_dim)
         self.device = _module_device(model)
-        self.description = "student, 1 step"
+        self.description = f"student, {self.steps} step{'s' if self.steps > 1 else ''}"
+        if self.steps > 1 and not isinstance(model, FlowMap):
+            raise UserError(
+                f"this run's student is a one-time PID student: it samples in one step only, "
+                f"not {self.steps} (--steps counts a flow map's steps, or a --teacher's Heun "
+                "steps); train a flow map (student.kind = 'flowmap') to sample in several"
+            )
 
     @property
     def noise_device(self) -> torch.device:
@@ -52,7 +64,8 @@ class StudentSampler(SeedSampler):
         was_training = self.model.training
         self.model.eval()
         try:
-            x = self.model.sample(z.to(self.device), None if cond is None else cond.to(self.device))
+            c = None if cond is None else cond.to(self.device)
+            x = self.model.sample(z.to(self.device), c, self.steps, self.times)
         finally:
             self.model.train(was_training)
         if system.is_image:

@@ -333,11 +333,35 @@ def _drop_labels(labels: Tensor, p: float, training: bool) -> Tensor:
     return labels * keep.to(labels.dtype)
 
 
+class SecondTime(nn.Module):
+    """A flow map's source-time input (odedistill's, not in EDM): c_noise(s) embedded as the
+    network embeds its time, through two layers, the last starting at zero. Its output is added
+    to the time embedding, so at initialisation the network computes exactly what EDM's does."""
+
+    def __init__(self, embedding: nn.Module, noise_channels: int, emb_channels: int) -> None:
+        super().__init__()
+        self.map_noise = embedding
+        self.map_layer0 = Linear(noise_channels, emb_channels, init_mode="xavier_uniform")
+        self.map_layer1 = Linear(
+            emb_channels, emb_channels, init_mode="xavier_uniform", init_weight=0, init_bias=0
+        )
+
+    def forward(self, noise_labels_s: Tensor | None, flip: bool) -> Tensor:
+        if noise_labels_s is None:
+            raise ValueError("this network takes two times: pass noise_labels_s")
+        emb = self.map_noise(noise_labels_s)
+        if flip:
+            half = emb.shape[1] // 2
+            emb = torch.cat([emb[:, half:], emb[:, :half]], dim=1)
+        return self.map_layer1(F.silu(self.map_layer0(emb)))
+
+
 class SongUNet(nn.Module):
     """DDPM++ / NCSN++ U-Net (Song et al. 2021) as configured in EDM (Karras et al. 2022, App. F.2).
 
     DDPM++: ``embedding_type='positional'``, ``channel_mult_noise=1``, ``encoder_type='standard'``,
     ``resample_filter=[1,1]``. NCSN++: ``'fourier'``, ``2``, ``'residual'``, ``[1,3,3,1]``.
+    ``two_times`` (not in EDM) adds a flow map's source-time branch; see ``SecondTime``.
     """
 
     def __init__(
@@ -359,6 +383,7 @@ class SongUNet(nn.Module):
         encoder_type: str = "standard",
         decoder_type: str = "standard",
         resample_filter: Sequence[float] = (1, 1),
+        two_times: bool = False,
     ) -> None:
         if embedding_type not in ("positional", "fourier"):
             raise ValueError(
@@ -479,9 +504,21 @@ class SongUNet(nn.Module):
                 add_dec(f"{res}x{res}_aux_norm", "aux_norm", GroupNorm(width, eps=1e-6))
                 out_conv = Conv2d(width, out_channels, kernel=3, **init_zero)
                 add_dec(f"{res}x{res}_aux_conv", "aux_conv", out_conv)
+        self.second_time = None
+        if two_times:
+            embed = (
+                PositionalEmbedding(num_channels=noise_channels, endpoint=True)
+                if embedding_type == "positional"
+                else FourierEmbedding(num_channels=noise_channels)
+            )
+            self.second_time = SecondTime(embed, noise_channels, emb_channels)
 
     def _embedding(
-        self, noise_labels: Tensor, class_labels: Tensor | None, augment_labels: Tensor | None
+        self,
+        noise_labels: Tensor,
+        class_labels: Tensor | None,
+        augment_labels: Tensor | None,
+        noise_labels_s: Tensor | None = None,
     ) -> Tensor:
         emb = self.map_noise(noise_labels)
         half = emb.shape[1] // 2
@@ -492,8 +529,10 @@ class SongUNet(nn.Module):
             emb = emb + self.map_label(labels * math.sqrt(self.label_dim))
         if self.map_augment is not None and augment_labels is not None:
             emb = emb + self.map_augment(augment_labels.to(emb.dtype))
-        emb = F.silu(self.map_layer0(emb))
-        return F.silu(self.map_layer1(emb))
+        emb = self.map_layer1(F.silu(self.map_layer0(emb)))
+        if self.second_time is not None:
+            emb = emb + self.second_time(noise_labels_s, flip=True)
+        return F.silu(emb)
 
     def forward(
         self,
@@ -501,9 +540,10 @@ class SongUNet(nn.Module):
         noise_labels: Tensor,
         class_labels: Tensor | None = None,
         augment_labels: Tensor | None = None,
+        noise_labels_s: Tensor | None = None,
     ) -> Tensor:
         """F(x; c_noise, class) for x (B, C, H, W), noise_labels (B,) and one-hot class_labels."""
-        emb = self._embedding(noise_labels, class_labels, augment_labels)
+        emb = self._embedding(noise_labels, class_labels, augment_labels, noise_labels_s)
 
         skips: list[Tensor] = []
         aux = x
@@ -540,7 +580,10 @@ class SongUNet(nn.Module):
 
 
 class DhariwalUNet(nn.Module):
-    """ADM U-Net (Dhariwal & Nichol 2021) as reimplemented in EDM (Karras et al. 2022, App. F.2)."""
+    """ADM U-Net (Dhariwal & Nichol 2021) as reimplemented in EDM (Karras et al. 2022, App. F.2).
+
+    ``two_times`` (not in EDM) adds a flow map's source-time branch; see ``SecondTime``.
+    """
 
     def __init__(
         self,
@@ -556,6 +599,7 @@ class DhariwalUNet(nn.Module):
         attn_resolutions: Sequence[int] = (32, 16, 8),
         dropout: float = 0.10,
         label_dropout: float = 0.0,
+        two_times: bool = False,
     ) -> None:
         super().__init__()
         self.img_resolution = img_resolution
@@ -627,14 +671,27 @@ class DhariwalUNet(nn.Module):
                 )
         self.out_norm = GroupNorm(num_channels=width)
         self.out_conv = Conv2d(width, out_channels, kernel=3, **init_zero)
+        self.second_time = (
+            SecondTime(
+                PositionalEmbedding(num_channels=model_channels), model_channels, emb_channels
+            )
+            if two_times
+            else None
+        )
 
     def _embedding(
-        self, noise_labels: Tensor, class_labels: Tensor | None, augment_labels: Tensor | None
+        self,
+        noise_labels: Tensor,
+        class_labels: Tensor | None,
+        augment_labels: Tensor | None,
+        noise_labels_s: Tensor | None = None,
     ) -> Tensor:
         emb = self.map_noise(noise_labels)
         if self.map_augment is not None and augment_labels is not None:
             emb = emb + self.map_augment(augment_labels.to(emb.dtype))
         emb = self.map_layer1(F.silu(self.map_layer0(emb)))
+        if self.second_time is not None:
+            emb = emb + self.second_time(noise_labels_s, flip=False)
         if self.map_label is not None:
             labels = _class_embedding_input(class_labels, self.label_dim, emb)
             emb = emb + self.map_label(_drop_labels(labels, self.label_dropout, self.training))
@@ -646,9 +703,10 @@ class DhariwalUNet(nn.Module):
         noise_labels: Tensor,
         class_labels: Tensor | None = None,
         augment_labels: Tensor | None = None,
+        noise_labels_s: Tensor | None = None,
     ) -> Tensor:
         """F(x; c_noise, class) for x (B, C, H, W), noise_labels (B,) and one-hot class_labels."""
-        emb = self._embedding(noise_labels, class_labels, augment_labels)
+        emb = self._embedding(noise_labels, class_labels, augment_labels, noise_labels_s)
         skips: list[Tensor] = []
         for layer in self.enc.values():
             x = layer(x, emb) if isinstance(layer, UNetBlock) else layer(x)

@@ -6,11 +6,16 @@ import torch
 from torch import nn
 
 from odedistill.distances import Distance
+from odedistill.errors import UserError
+from odedistill.infra.build import Session
+from odedistill.infra.noise import Indices, pid_indices
 from odedistill.infra.precision import Precision
 from odedistill.loss import pid_loss
 from odedistill.models.base import TrajectoryModel
+from odedistill.models.flowmap import FlowMap
 from odedistill.schemes.base import ResidualScheme
 from odedistill.systems.base import ODESystem
+from odedistill.training.flowmap import FlowMapObjective, flowmap_indices
 
 
 class PIDObjective(nn.Module):
@@ -41,3 +46,29 @@ class PIDObjective(nn.Module):
             self.model, system, scheme, distance, grid, z, idx, cond, autocast=precision.autocast
         )
         return losses.float()
+
+
+def make_objective(
+    session: Session, distance: Distance, precision: Precision
+) -> tuple[nn.Module, Indices]:
+    """The session's objective module and how the noise streams draw its indices."""
+    if isinstance(session.model, FlowMap):
+        f = session.cfg.flowmap
+        ema = next(iter(session.ema.models.values()), None)
+        if f.source_state == "ema" and ema is None:
+            raise UserError("flowmap.source_state = 'ema' needs an EMA: set train.ema_rates")
+        objective = FlowMapObjective(
+            session.model,
+            session.system,
+            session.scheme,
+            distance,
+            session.grid,
+            precision,
+            source_state=f.source_state,
+            ema=ema,
+        )
+        return objective, flowmap_indices(f.p_T, f.steps, f.sources)
+    objective = PIDObjective(
+        session.model, session.system, session.scheme, distance, session.grid, precision
+    )
+    return objective, pid_indices

@@ -47,7 +47,7 @@ from odedistill.infra.precision import Precision, prepare_networks
 from odedistill.infra.progress import progress_bar
 from odedistill.training import monitor
 from odedistill.training.log import MetricsLog
-from odedistill.training.objective import PIDObjective
+from odedistill.training.objective import make_objective
 from odedistill.training.signals import stop_on_signals
 
 # The student's buffers (resampling filters, Fourier frequencies) are constants: DDP need not
@@ -100,14 +100,7 @@ class Trainer:
             forward_ad=session.scheme.needs_forward_ad,
             cuda=session.device.type == "cuda",
         )
-        self.objective: nn.Module = PIDObjective(
-            session.model,
-            session.system,
-            session.scheme,
-            self.distance,
-            session.grid,
-            self.precision,
-        )
+        self.objective, self.indices = make_objective(session, self.distance, self.precision)
         if self.dist.enabled:
             device = session.device
             self.objective = nn.parallel.DistributedDataParallel(
@@ -201,7 +194,7 @@ class Trainer:
     def train_step(self) -> torch.Tensor:
         """Accumulate the gradient of one batch (all micro-batches, all ranks); return its mean loss."""
         s = self.session
-        z, idx, cond = self.noise.draw(s.system, s.grid.shape[0], s.device)
+        z, idx, cond = self.noise.draw(s.system, s.grid.shape[0], s.device, self.indices)
         if self.cfg.train.channels_last and z.ndim == 4:
             z = z.contiguous(memory_format=torch.channels_last)
         self.opt.zero_grad(set_to_none=True)
@@ -213,7 +206,8 @@ class Trainer:
             if self.dist.enabled and k < len(starts) - 1:
                 sync = self.objective.no_sync()
             with sync:
-                losses = self.objective(z[sl], idx[sl], None if cond is None else cond[sl])
+                part = [t[sl] for t in idx]
+                losses = self.objective(z[sl], *part, None if cond is None else cond[sl])
                 # the mean over this process's share, whatever the micro-batching
                 loss = losses.mean() if len(starts) == 1 else losses.sum() / self.share
                 (loss if self.scaler is None else self.scaler.scale(loss)).backward()

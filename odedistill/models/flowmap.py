@@ -1,0 +1,158 @@
+"""A two-time student, the flow map X(x_s, s, t): the state at time t of the solution through x_s at time s.
+
+    X(x_s, s, t) = w·x_s + (1 − w)·F(x_s, s, t),        w = (t − t_anchor) / (s − t_anchor)
+    F(x_s, s, t) = a(s)·x_s + b(s)·NN(c_in(s)·x_s, c_noise(t), c_noise(s), cond)
+
+X(x, s, s) = x holds exactly for every s and every weight. With s = t_start, a = 0 and b = 1
+this is PID's student x(z, t). The optional skip scaling takes EDM's preconditioning,
+shifted to leave s = t_start alone: a(s) = c_skip(s) − c_skip(T), b(s) = c_out(s)/c_out(T),
+c_skip(s) = σ_d²/(s² + σ_d²), c_out(s) = s·σ_d/√(s² + σ_d²); from a small s the map is then
+the identity plus a small learned correction, which is what the ODE does there.
+Sampling with K steps composes the map over T = s_0 > s_1 > … > s_K = t_end.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from odedistill._tensor import append_dims
+from odedistill.errors import UserError
+from odedistill.models.base import Path, TrajectoryModel
+from odedistill.models.parametrisation import Parametrisation
+
+
+class FlowMap(TrajectoryModel):
+    """Wrap a two-time network ``NN(x, c_noise_t, class_labels=None, noise_labels_s=c_noise_s)``.
+
+    Args:
+        net: the network; it takes the source time's embedding input as ``noise_labels_s``.
+        t_start, t_end: the system's interval (the map goes from larger to smaller |t - t_end|).
+        param: anchor, input scale c_in(s) and time input c_noise (``Parametrisation``).
+        skip_sigma_data: σ_d of the skip scaling (None: a = 0, b = 1, the plain map).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        t_start: float,
+        t_end: float,
+        param: Parametrisation,
+        skip_sigma_data: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.t_start, self.t_end = float(t_start), float(t_end)
+        self.param = param
+        self.t_anchor = float(param.t_anchor)
+        if self.t_anchor == self.t_start:
+            raise ValueError("t_anchor must differ from t_start")
+        self.skip_sigma_data = None if skip_sigma_data is None else float(skip_sigma_data)
+
+    def skip(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a(s), b(s)) in float64; (0, 1) at s = t_start exactly."""
+        sd2 = self.skip_sigma_data**2
+        s64 = s.double()
+        T = torch.full_like(s64, self.t_start)  # the same arithmetic as s: exactly 0 and 1 at T
+
+        def c_skip(u):
+            return sd2 / (u**2 + sd2)
+
+        def c_out(u):
+            return u * self.skip_sigma_data / (u**2 + sd2) ** 0.5
+
+        return c_skip(s64) - c_skip(T), c_out(s64) / c_out(T)
+
+    def transport(
+        self,
+        x_s: torch.Tensor,
+        s: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """X(x_s, s, t) for per-sample times s and t (B,)."""
+        c_in = self.param.c_in(s.double()).to(x_s.dtype)
+        F_x = self.net(
+            append_dims(c_in, x_s.ndim) * x_s,
+            self.param.c_noise(t),
+            class_labels=cond,
+            noise_labels_s=self.param.c_noise(s),
+        )
+        if self.skip_sigma_data is not None:
+            a, b = self.skip(s)
+            F_x = (
+                append_dims(a.to(F_x.dtype), x_s.ndim) * x_s
+                + append_dims(b.to(F_x.dtype), x_s.ndim) * F_x
+            )
+        w = (t - self.t_anchor) / (s - self.t_anchor)
+        w = torch.where(s == self.t_anchor, torch.ones_like(w), w)  # X(x, s, s) = x there too
+        w = append_dims(w, x_s.ndim).to(F_x.dtype)
+        return w * x_s + (1 - w) * F_x
+
+    def forward(
+        self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """X(z, t_start, t): the flow map's jump from the initial state (PID's student)."""
+        return self.transport(z, torch.full_like(t, self.t_start), t, cond)
+
+    def path_from(
+        self, x_s: torch.Tensor, s: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> Path:
+        """The curves t ↦ X(x_s, s, t) of a batch of source states: the Lagrangian residual's path."""
+        return Path(lambda t, x, s, cond: self.transport(x, s, t, cond), (x_s, s, cond))
+
+    def sample(
+        self,
+        z: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        steps: int = 1,
+        times: list[float] | None = None,
+    ) -> torch.Tensor:
+        """K-step sample: x_{k+1} = X(x_k, s_k, s_{k+1}) over ``times`` (t_start … t_end).
+
+        Without ``times`` only one step is possible here; ``sample_times(grid, K)`` gives the
+        default times of K steps on the collocation grid the map was trained on.
+        """
+        if times is None:
+            if steps != 1:
+                raise UserError(
+                    "a flow map's multi-step sample needs its times (odedistill samplers give "
+                    "them from the collocation grid)"
+                )
+            times = [self.t_start, self.t_end]
+        check_times(times, self.t_start, self.t_end)
+        x = z
+        for s_k, s_next in zip(times[:-1], times[1:], strict=True):
+            s = torch.full((x.shape[0],), s_k, device=x.device, dtype=x.dtype)
+            t = torch.full((x.shape[0],), s_next, device=x.device, dtype=x.dtype)
+            x = self.transport(x, s, t, cond)
+        return x
+
+
+def check_times(times: list[float], t_start: float, t_end: float) -> None:
+    """The times of a K-step sample: from t_start to t_end, strictly monotone."""
+    if len(times) < 2 or times[0] != t_start or times[-1] != t_end:
+        raise UserError(
+            f"sampling times must run from t_start = {t_start:g} to t_end = {t_end:g}, got "
+            f"{[round(t, 6) for t in times]}"
+        )
+    direction = 1 if t_end > t_start else -1
+    if any((b - a) * direction <= 0 for a, b in zip(times[:-1], times[1:], strict=False)):
+        raise UserError("sampling times must move strictly from t_start towards t_end")
+
+
+def subgrid(grid: torch.Tensor, steps: int) -> list[int]:
+    """Indices of a K-step sub-grid of a collocation grid: round(m (N − 1) / K), m = 0 … K.
+
+    For K dividing N − 1 these nest (the 2-step points are among the 4-step points), so a
+    flow map trained on the jumps of several K serves all of them.
+    """
+    N = grid.shape[0]
+    if not 1 <= steps <= N - 1:
+        raise UserError(f"{steps} steps need a grid of at least {steps + 1} points, not {N}")
+    return [round(m * (N - 1) / steps) for m in range(steps + 1)]
+
+
+def sample_times(grid: torch.Tensor, steps: int) -> list[float]:
+    """The times of the default K-step sample on a collocation grid (``subgrid``)."""
+    return [float(grid[i]) for i in subgrid(grid, steps)]
