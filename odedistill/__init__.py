@@ -22,11 +22,13 @@ from odedistill.registry import Registry
 from odedistill.schemes import SCHEMES, Autodiff, Central, ResidualScheme, Upwind, make_scheme
 from odedistill.solvers import euler, heun, solve_reference
 from odedistill.systems.base import ODESystem
+from odedistill.systems.flow_matching import FlowMatchingODE
 from odedistill.systems.linear import LinearODE
 from odedistill.systems.pendulum import DampedPendulum
 from odedistill.systems.probability_flow import ProbabilityFlowODE
 from odedistill.teachers.gaussian_mixture import (
     GaussianMixtureDenoiser,
+    GaussianMixtureVelocity,
     digits_mixture,
     grid_mixture,
     ring_mixture,
@@ -41,7 +43,9 @@ __all__ = [
     "BoundaryTrajectory",
     "Central",
     "Distance",
+    "FlowMatchingODE",
     "GaussianMixtureDenoiser",
+    "GaussianMixtureVelocity",
     "DampedPendulum",
     "LinearODE",
     "ODESystem",
