@@ -1,5 +1,7 @@
-"""Flow-matching teachers: the closed-form mixture velocity, and the ODE's equivalence with EDM's."""
+"""Flow-matching teachers: the closed-form mixture velocity, the ODE's equivalence with EDM's, and
+the quickstart_fm recipe."""
 
+import json
 import math
 
 import pytest
@@ -17,10 +19,17 @@ from odedistill import (
     ring_mixture,
     solve_reference,
 )
+from odedistill.api.run import run_recipe
 from odedistill.distances import SquaredL2
+from odedistill.errors import UserError
 from odedistill.evaluation.metrics import sliced_w1
+from odedistill.infra.build import build_session
+from odedistill.infra.recipes import from_dict, load_config
+from odedistill.infra.students import read_student
+from odedistill.models.parametrisation import Parametrisation
 from odedistill.systems.flow_matching import VelocityFromDenoiser, edm_to_flow, flow_to_edm
 from tests.problems import GridTrajectory
+from tests.test_hostile import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -163,3 +172,55 @@ def test_pid_loss_vanishes_on_the_flow_teachers_euler_steps():
     idx = torch.full((32,), 10)
     off = GridTrajectory(grid, z, states)
     assert pid_loss(off, system, make_scheme("upwind"), SquaredL2(), grid, z, idx).min() > 1e-12
+
+
+# ----------------------------------------------------------------------- from a recipe
+def test_recipe_interval_rules():
+    assert load_config("quickstart_fm").system.kind == "flow_matching"
+    fm = {"system": {"kind": "flow_matching", "t_max": 1.0, "t_min": 0.0}}
+    assert from_dict(fm).system.t_min == 0.0
+    with pytest.raises(UserError, match="exceeds 1"):
+        from_dict({"system": {"kind": "flow_matching"}})  # the PF-ODE's default T = 80
+    with pytest.raises(UserError, match="must be > 0 for the probability-flow ODE"):
+        from_dict({"system": {"t_min": 0.0}})
+    with pytest.raises(UserError, match="needs a flow-matching velocity"):
+        build_session(
+            from_dict(
+                {
+                    **fm,
+                    "teacher": {"kind": "edm_random", "img_resolution": 8, "model_channels": 8},
+                    "run": {"device": "cpu"},
+                }
+            )
+        )
+
+
+def test_quickstart_fm_distils_evaluates_and_samples(tmp_path):
+    small = [
+        "train.iterations=20",
+        "train.batch=32",
+        "train.checkpoint_every=20",
+        "student.width=32",
+        "student.depth=1",
+        "scheme.N=20",
+        "eval.n_heldout=16",
+        "eval.nfe=[1]",
+        "eval.trajectories=2",
+    ]
+    report = run_recipe("quickstart_fm", tmp_path / "run", small, show_progress=False)
+    assert report["reference"] == "scipy DOP853 rtol=atol=1e-10"
+    assert json.loads((tmp_path / "run" / "eval.json").read_text()) == json.loads(
+        json.dumps(report)
+    )
+    assert (tmp_path / "run" / "samples.png").stat().st_size > 1000
+    # the grid goes down to t = 0 and the teacher's Euler there lands near the exact endpoints
+    assert report["samplers"]["teacher_euler_19"]["trajectory_rel_error"] < 0.05
+    loaded = read_student(tmp_path / "run", weights="raw")
+    system = loaded.system
+    assert isinstance(system, FlowMatchingODE) and system.velocity is None
+    assert (system.t_start, system.t_end) == (1.0, 0.0)
+    assert loaded.model.param == Parametrisation.plain(0.0)
+    z = system.sample_initial(5, torch.Generator().manual_seed(0))
+    assert torch.equal(loaded.model(z, torch.ones(5)), z)  # x(z, 1) = z exactly
+    code, err = cli("sample", tmp_path / "run", "--n", "4", "--out", tmp_path / "s.npz", "--quiet")
+    assert code == 0, err
