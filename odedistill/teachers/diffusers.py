@@ -159,18 +159,23 @@ class DiffusersUNet(nn.Module):
             )
         if unet is None:
             unet = import_diffusers().UNet2DModel.from_config(cfg)
-        if dropout is not None:
-            for m in unet.modules():
-                if isinstance(m, nn.Dropout):
-                    m.p = float(dropout)
         #: the UNet's config as JSON: what rebuilds this network
         self.config = cfg
         self.unet = unet
+        if dropout is not None:
+            self.set_dropout(dropout)
         cfg = unet.config
         self.in_channels = int(cfg["in_channels"])
         self.class_embedded = getattr(unet, "class_embedding", None) is not None
         self.label_dim = int(cfg.get("num_class_embeds") or 0) if self.class_embedded else 0
         self.integer_labels = self.class_embedded and cfg.get("class_embed_type") is None
+
+    def set_dropout(self, p: float) -> None:
+        """Set the rate of every ``nn.Dropout`` of the UNet, and the config's ``dropout``, to p."""
+        self.config["dropout"] = float(p)
+        for m in self.unet.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = float(p)
 
     @classmethod
     def wrap(cls, unet: nn.Module) -> DiffusersUNet:

@@ -108,7 +108,7 @@ def load_diffusers_teacher(
     diffusers = import_diffusers()
     try:
         unet = diffusers.UNet2DModel.from_pretrained(
-            unet_dir, use_safetensors=True, local_files_only=True
+            unet_dir, use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False
         )
     except Exception as e:  # a damaged weights file or config: diffusers' own error types
         raise UserError(
