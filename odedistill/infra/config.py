@@ -92,7 +92,7 @@ class SystemConfig:
 
 @dataclass
 class TeacherConfig:
-    kind: str = _f("gaussian_mixture", "the teacher of the probability-flow ODE", choices=TEACHERS)
+    kind: str = _f("gaussian_mixture", "the teacher of the ODE", choices=TEACHERS)
     preset: str = _f(
         "ring",
         "mixture means: 'ring' (2-D), 'grid' (2-D) or 'digits' (1x8x8)",
