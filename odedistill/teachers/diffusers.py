@@ -124,6 +124,13 @@ def unet_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise UserError(f"the UNet config is not plain JSON ({e})") from None
 
 
+def _contiguous_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """GroupNorm's input made contiguous (free when it is): torch's forward-mode rule for
+    group_norm fails on the strided tangents that diffusers' attention reshapes leave behind,
+    which the autodiff residual scheme (``torch.func.jvp``) would hit."""
+    return (args[0].contiguous(), *args[1:])
+
+
 class DiffusersUNet(nn.Module):
     """A diffusers ``UNet2DModel`` with EDM networks' call convention: F(x, c_noise, class_labels).
 
@@ -164,6 +171,9 @@ class DiffusersUNet(nn.Module):
         self.unet = unet
         if dropout is not None:
             self.set_dropout(dropout)
+        for m in unet.modules():
+            if isinstance(m, nn.GroupNorm):
+                m.register_forward_pre_hook(_contiguous_input)
         cfg = unet.config
         self.in_channels = int(cfg["in_channels"])
         self.class_embedded = getattr(unet, "class_embedding", None) is not None
