@@ -5,7 +5,7 @@ the training code itself (``Trainer.train_step`` + ``optimizer_step``: the stude
 evaluations, the teacher under inference mode, backward, RAdam, three EMAs). Teacher and
 student are EDM's released architectures with random weights (``teacher.kind = 'edm_random'``):
 DDPM++ at CIFAR-10 32x32 (``recipes/pid_cifar10.toml``) and ADM at ImageNet 64x64
-(``recipes/pid_imagenet64.toml``). The distance is pseudo-Huber unless ``--distance lpips``
+(``recipes/pid_imagenet64.toml``). The distance is pseudo-Huber unless ``--distance lpips_avgpool``
 (LPIPS adds a VGG-16 at 224x224 per image pair, which often costs more than the UNet).
 
 FLOPs of one iteration are counted by ``torch.utils.flop_counter.FlopCounterMode`` during the
@@ -218,6 +218,7 @@ def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) ->
 
 
 def main(argv: list[str] | None = None) -> None:
+    from odedistill.distances import DISTANCES
     from odedistill.schemes import SCHEMES
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -232,7 +233,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU: torch threads (0 = default)")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     p.add_argument("--steps", type=int, default=2, help="timed iterations per configuration")
-    p.add_argument("--distance", default="pseudo_huber", choices=["pseudo_huber", "l2", "lpips"])
+    p.add_argument(
+        "--distance",
+        default="pseudo_huber",
+        choices=DISTANCES.names(),
+    )
     p.add_argument(
         "--skip", action="append", default=[], help="ARCH:SCHEME to leave out, e.g. adm:autodiff"
     )

@@ -6,6 +6,8 @@ from odedistill.distances import (
     DISTANCES,
     LPIPS,
     Distance,
+    LPIPSAvgPool,
+    LPIPSMaxPool,
     PseudoHuber,
     SquaredL2,
     make_distance,
@@ -22,11 +24,13 @@ from odedistill.registry import Registry
 from odedistill.schemes import SCHEMES, Autodiff, Central, ResidualScheme, Upwind, make_scheme
 from odedistill.solvers import euler, heun, solve_reference
 from odedistill.systems.base import ODESystem
+from odedistill.systems.flow_matching import FlowMatchingODE
 from odedistill.systems.linear import LinearODE
 from odedistill.systems.pendulum import DampedPendulum
 from odedistill.systems.probability_flow import ProbabilityFlowODE
 from odedistill.teachers.gaussian_mixture import (
     GaussianMixtureDenoiser,
+    GaussianMixtureVelocity,
     digits_mixture,
     grid_mixture,
     ring_mixture,
@@ -36,12 +40,16 @@ __all__ = [
     "DISTANCES",
     "GRIDS",
     "LPIPS",
+    "LPIPSAvgPool",
+    "LPIPSMaxPool",
     "MLP",
     "Autodiff",
     "BoundaryTrajectory",
     "Central",
     "Distance",
+    "FlowMatchingODE",
     "GaussianMixtureDenoiser",
+    "GaussianMixtureVelocity",
     "DampedPendulum",
     "LinearODE",
     "ODESystem",

@@ -1,5 +1,6 @@
 """Trajectory models and distances: exact boundary condition, distance formulas."""
 
+import json
 import math
 
 import pytest
@@ -8,6 +9,8 @@ import torch
 from odedistill import (
     MLP,
     BoundaryTrajectory,
+    FlowMatchingODE,
+    GaussianMixtureVelocity,
     LinearODE,
     ProbabilityFlowODE,
     PseudoHuber,
@@ -16,6 +19,7 @@ from odedistill import (
     ring_mixture,
 )
 from odedistill.errors import UserError
+from odedistill.models.parametrisation import DiscreteTimesteps, Parametrisation, RootScale
 
 
 @pytest.mark.parametrize("kind", ["pf", "linear"])
@@ -74,3 +78,38 @@ def test_lpips_without_the_package_names_the_fix():
 
     with pytest.raises(UserError, match=r"odedistill\[lpips\]"):
         LPIPS()
+
+
+def test_discrete_timesteps_map_is_exact_on_its_table_and_linear_in_log_sigma():
+    sigmas = [0.01, 0.1, 2.0, 50.0]
+    m = DiscreteTimesteps(sigmas)
+    table = torch.tensor(sigmas, dtype=torch.float64)
+    assert m(table).tolist() == [0.0, 1.0, 2.0, 3.0]
+    mid = math.exp(math.log(0.1) + 0.25 * (math.log(2.0) - math.log(0.1)))
+    out = m(torch.tensor([mid, 1e-4, 1e3], dtype=torch.float64))
+    assert out[0].item() == pytest.approx(1.25, abs=1e-14)
+    assert out[1:].tolist() == [0.0, 3.0]  # clamped outside the table
+    assert m(torch.tensor([0.1], dtype=torch.float32)).dtype == torch.float64
+    # forward-mode derivative (the autodiff scheme): dt/dsigma = 1/(sigma (ln s_k+1 - ln s_k))
+    sigma = torch.tensor([mid], dtype=torch.float64)
+    _, dt = torch.func.jvp(m, (sigma,), (torch.ones_like(sigma),))
+    assert dt.item() == pytest.approx(1 / (mid * (math.log(2.0) - math.log(0.1))), rel=1e-12)
+    # described by numbers only: JSON and back gives the same map
+    param = Parametrisation(0.0, RootScale(1.0), m)
+    back = Parametrisation.from_dict(json.loads(json.dumps(param.to_dict())))
+    assert back == param and back.c_noise(table).tolist() == [0.0, 1.0, 2.0, 3.0]
+    for bad in ([0.1], [0.1, 0.1], [0.2, 0.1], [0.0, 1.0], [0.1, float("nan")], ["a", 1.0]):
+        with pytest.raises(UserError):
+            Parametrisation.from_dict(
+                {**param.to_dict(), "c_noise": {"kind": "timesteps", "sigmas": bad}}
+            )
+
+
+def test_flow_matching_student_is_anchored_at_zero():
+    system = FlowMatchingODE(GaussianMixtureVelocity(ring_mixture()), (2,), t_max=1.0, t_min=0.1)
+    model = BoundaryTrajectory.for_system(MLP((2,), 32, 1), system)
+    assert model.param == Parametrisation.plain(0.0)
+    t = torch.tensor([1.0, 0.5, 0.1])
+    torch.testing.assert_close(model.weight(t), t)  # x = t z + (1 - t) F
+    torch.testing.assert_close(model.c_noise(t), t)
+    assert model.c_in == 1.0

@@ -53,7 +53,7 @@ def test_official_settings(recipe, teacher, lr, batch, iterations, precision, mi
         "karras",
         7.0,
     )
-    assert cfg.loss.distance == "lpips"
+    assert cfg.loss.distance == "lpips_avgpool"  # the paper's: piq, VGG-16 with average pooling
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay) == ("radam", lr, 0.0)
     t = cfg.train
     assert (t.batch, t.iterations, t.precision, t.micro_batch) == (

@@ -23,7 +23,8 @@ INTS = [-1, 0, 1, 2, 3, 7, 2**31, 10**12, 2**63]
 FLOATS = [math.nan, math.inf, -math.inf, -1.0, 0.0, 1e-3, 0.5, 0.9, 1.0, 2.0, 1e30]
 STRINGS = ["", "x", "../../escaped", "upwind", "central", "uniform", "l2", "ring", "digits",
            "mlp", "unet", "teacher", "cpu", "cuda", "auto", "linear", "pendulum", "edm",
-           "edm_random", "bf16", "cosine", "ema", "a" * 5000, "nul\x00"]  # fmt: skip
+           "edm_random", "bf16", "cosine", "ema", "flow_matching", "diffusers", "lpips_avgpool",
+           "heun", "a" * 5000, "nul\x00"]  # fmt: skip
 #: fields fuzzed with wrong types only: a right value makes the run slow, not wrong
 SLOW = {"train.compile"}
 

@@ -19,22 +19,42 @@ from odedistill.systems.base import ODESystem
 
 
 def exact_endpoints(
-    system: ODESystem, z: torch.Tensor, cond: torch.Tensor | None = None
+    system: ODESystem,
+    z: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    heun_grid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """x(t_end) from z in closed form where the system has one, else from the scipy reference."""
+    """x(t_end) from z in closed form where the system has one, else from the scipy reference,
+    or, given ``heun_grid``, from Heun's method through it (``eval.reference = 'heun'``)."""
     if system.has_exact_solution:
         t = torch.full((z.shape[0],), system.t_end, dtype=torch.float64)
         return system.exact_solution(z.double(), t, cond)
+    if heun_grid is not None:
+        return heun(system, z.double(), heun_grid, cond).double()
     return solve_reference(system, z, cond)
 
 
-def true_data(system: ODESystem, n: int, generator: torch.Generator) -> torch.Tensor:
+def reference_name(system: ODESystem, heun_grid: torch.Tensor | None) -> str:
+    """What eval.json's ``reference`` says the endpoints came from."""
+    if system.has_exact_solution:
+        return "closed form"
+    if heun_grid is not None:
+        return f"Heun on the {len(heun_grid)}-point collocation grid"
+    return "scipy DOP853 rtol=atol=1e-10"
+
+
+def true_data(
+    system: ODESystem,
+    n: int,
+    generator: torch.Generator,
+    heun_grid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Fresh samples of the distribution at t_end: the system's own, or exact endpoints of fresh z."""
     try:
         return system.sample_data(n, generator).double()
     except NotImplementedError:
         z = system.sample_initial(n, generator, dtype=torch.float64)
-        return exact_endpoints(system, z, system.sample_condition(n, generator))
+        return exact_endpoints(system, z, system.sample_condition(n, generator), heun_grid)
 
 
 def heun_grid_points(nfe: int) -> tuple[int, bool]:
@@ -61,11 +81,14 @@ def evaluate(
     gen = torch.Generator().manual_seed(e.seed)
     z = system.sample_initial(e.n_heldout, gen, dtype=torch.float64)
     cond = system.sample_condition(e.n_heldout, gen)
+    N = cfg.scheme.N
+    colloc = make_grid(cfg.scheme.grid, N, system.t_start, system.t_end, cfg.scheme.rho)
+    heun_grid = colloc if e.reference == "heun" else None
     t0 = time.perf_counter()
-    x_exact = exact_endpoints(system, z, cond)
+    x_exact = exact_endpoints(system, z, cond, heun_grid)
     ref_seconds = time.perf_counter() - t0
-    data = true_data(system, e.n_heldout, gen)
-    data2 = true_data(system, e.n_heldout, gen)
+    data = true_data(system, e.n_heldout, gen, heun_grid)
+    data2 = true_data(system, e.n_heldout, gen, heun_grid)
 
     def entry(x: torch.Tensor, nfe: int) -> dict[str, Any]:
         return {
@@ -111,7 +134,7 @@ def evaluate(
         "data_floor_sliced_w1": sliced_w1(data2, data, seed=e.seed),
         "n_heldout": e.n_heldout,
         "student_weights": chosen,
-        "reference": "closed form" if system.has_exact_solution else "scipy DOP853 rtol=atol=1e-10",
+        "reference": reference_name(system, heun_grid),
         "reference_seconds": ref_seconds,
         **extra,
     }

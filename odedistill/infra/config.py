@@ -73,10 +73,17 @@ class RunConfig:
 class SystemConfig:
     kind: str = _f("probability_flow", "the ODE", choices=SYSTEMS)
     t_max: float = _f(
-        80.0, "T, where the probability-flow ODE starts (z ~ N(0, T^2 I))", lo=0, lo_open=True
+        80.0,
+        "T, where the ODE starts: z ~ N(0, T^2 I); probability_flow with a diffusers teacher: "
+        "at most the schedule's largest sigma; flow_matching: at most 1 (1 = pure noise)",
+        lo=0,
+        lo_open=True,
     )
     t_min: float = _f(
-        0.002, "epsilon, where it ends and one-step samples are read", lo=0, lo_open=True
+        0.002,
+        "epsilon, where it ends and one-step samples are read; probability_flow: > 0 (with a "
+        "diffusers teacher at least the schedule's smallest sigma); flow_matching: >= 0",
+        lo=0,
     )
     sigma_data: float = _f(
         0.5, "sigma_data of the preconditioning (student c_in)", lo=0, lo_open=True
@@ -85,7 +92,7 @@ class SystemConfig:
 
 @dataclass
 class TeacherConfig:
-    kind: str = _f("gaussian_mixture", "the teacher of the probability-flow ODE", choices=TEACHERS)
+    kind: str = _f("gaussian_mixture", "the teacher of the ODE", choices=TEACHERS)
     preset: str = _f(
         "ring",
         "mixture means: 'ring' (2-D), 'grid' (2-D) or 'digits' (1x8x8)",
@@ -95,7 +102,11 @@ class TeacherConfig:
     radius: float = _f(1.0, "ring radius, or grid spacing", lo=0, lo_open=True)
     std: float = _f(0.05, "standard deviation of every mixture component", lo=0)
     count: int = _f(0, "digits: how many images become means (0 = all 1797)", lo=0, hi=1797)
-    path: str = _f("", "edm: path to a released .pkl or a converted .safetensors")
+    path: str = _f(
+        "",
+        "edm: path to a released .pkl or a converted .safetensors; diffusers: a folder written "
+        "by save_pretrained (a pipeline, or a UNet with its scheduler_config.json)",
+    )
     arch: str = _f(
         "ddpmpp",
         "edm_random: EDM's configuration 'ddpmpp' (CIFAR-10 VP), 'ncsnpp' (CIFAR-10 VE) or "
@@ -143,7 +154,8 @@ class StudentConfig:
     net: str = _f("mlp", "the network F", choices=NETWORKS)
     init: str = _f(
         "random",
-        "'random' or 'teacher' (a copy of the teacher's raw network)",
+        "'random' or 'teacher' (a copy of the teacher's raw network, with the teacher's input "
+        "scale and time input)",
         choices=("random", "teacher"),
     )
     dropout: float = _f(
@@ -277,6 +289,13 @@ class EvalConfig:
         item=dict(lo=1, hi=10_000),
     )
     ema: float = _f(-1.0, "EMA rate whose weights are 'student' (-1 = the first rate, 0 = raw)")
+    reference: str = _f(
+        "scipy",
+        "where the systems without a closed form get their 'exact' endpoints: 'scipy' (DOP853, "
+        "rtol = atol = 1e-10) or 'heun' (the teacher's Heun through the collocation grid; for "
+        "network teachers, whose float32 output and timestep table put 1e-10 out of reach)",
+        choices=("scipy", "heun"),
+    )
     trajectories: int = _f(8, "student trajectories drawn in samples.png", lo=0, hi=1000)
     grid_size: int = _f(8, "images: rows and columns of the sample grids", lo=1, hi=64)
     fid_every: int = _f(

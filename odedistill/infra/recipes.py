@@ -140,8 +140,19 @@ def _check_consistency(cfg: Config, source: str) -> None:
                 f"{source}: 'eval.fid_every' must be a multiple of 'train.checkpoint_every' "
                 f"({cfg.train.checkpoint_every}), since FID is computed from a checkpoint"
             )
-    if cfg.system.t_min >= cfg.system.t_max:
+    s = cfg.system
+    if s.t_min >= s.t_max:
         raise UserError(f"{source}: 'system.t_min' must be smaller than 'system.t_max'")
+    if s.kind == "probability_flow" and s.t_min == 0:
+        raise UserError(
+            f"{source}: 'system.t_min' must be > 0 for the probability-flow ODE (its vector "
+            "field divides by t); PID uses 0.002"
+        )
+    if s.kind == "flow_matching" and s.t_max > 1:
+        raise UserError(
+            f"{source}: 'system.t_max' = {s.t_max:g} exceeds 1, where the flow-matching "
+            "interpolation (1 - t) x0 + t eps is pure noise; set system.t_max = 1.0"
+        )
     if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
         raise UserError(f"{source}: 'optim.betas' expects two numbers in [0, 1)")
     if not all(0 < r < 1 for r in cfg.train.ema_rates):
@@ -156,8 +167,10 @@ def _check_consistency(cfg: Config, source: str) -> None:
             f"{source}: 'train.micro_batch' = {cfg.train.micro_batch} exceeds 'train.batch' = "
             f"{cfg.train.batch}; use 0 for one pass"
         )
-    if cfg.teacher.kind == "edm" and not cfg.teacher.path:
-        raise UserError(f"{source}: 'teacher.path' is required when teacher.kind = 'edm'")
+    if cfg.teacher.kind in ("edm", "diffusers") and not cfg.teacher.path:
+        raise UserError(
+            f"{source}: 'teacher.path' is required when teacher.kind = '{cfg.teacher.kind}'"
+        )
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -21,6 +21,7 @@ from odedistill.models.nets import MLP, SmallUNet
 from odedistill.models.parametrisation import Parametrisation
 from odedistill.registry import Registry
 from odedistill.systems.base import ODESystem
+from odedistill.systems.flow_matching import FlowMatchingODE
 from odedistill.systems.linear import LinearODE
 from odedistill.systems.pendulum import DampedPendulum
 from odedistill.systems.probability_flow import ProbabilityFlowODE
@@ -29,9 +30,20 @@ from odedistill.teachers.architectures import (
     edm_architecture,
     random_edm_teacher,
 )
-from odedistill.teachers.gaussian_mixture import digits_mixture, grid_mixture, ring_mixture
+from odedistill.teachers.diffusers import DiffusersDenoiser, DiffusersUNet
+from odedistill.teachers.diffusers_load import load_diffusers_teacher
+from odedistill.teachers.gaussian_mixture import (
+    GaussianMixtureDenoiser,
+    GaussianMixtureVelocity,
+    digits_mixture,
+    grid_mixture,
+    ring_mixture,
+)
 from odedistill.teachers.load import load_teacher
 from odedistill.teachers.networks import NETWORKS as EDM_NETWORKS
+
+TEACHER_NETWORKS: dict[str, type[nn.Module]] = {**EDM_NETWORKS, "DiffusersUNet": DiffusersUNet}
+"""The raw networks of teachers a student can copy, by the preconditioner's ``model_type``."""
 
 if TYPE_CHECKING:
     from odedistill.infra.config import Config
@@ -87,10 +99,39 @@ def _edm_random(cfg: Config, device: torch.device) -> Teacher:
     return _edm_shapes(random_edm_teacher(kw, device))
 
 
+def _diffusers(cfg: Config, device: torch.device) -> Teacher:
+    D = load_diffusers_teacher(Path(cfg.teacher.path), device)
+    check_schedule_range(D, cfg.system.t_min, cfg.system.t_max)
+    return Teacher(D, D.state_shape, D.label_dim)
+
+
+def check_schedule_range(D: DiffusersDenoiser, t_min: float, t_max: float) -> None:
+    """The probability-flow ODE's interval must lie in the schedule's [σ_0, σ_{N−1}] (to 1e-3).
+
+    Outside it the network's time input would be clamped to the first or last timestep.
+    """
+    lo, hi = D.sigma_min, D.sigma_max
+    if t_min < lo * (1 - 1e-3) or t_max > hi * (1 + 1e-3):
+        raise UserError(
+            f"system.t_min = {t_min:g} and system.t_max = {t_max:g} must lie in the diffusers "
+            f"schedule's noise range [{lo:.6g}, {hi:.6g}] (sigma of timesteps 0 and "
+            f"{len(D.sigmas) - 1}); set system.t_min and system.t_max inside it"
+        )
+
+
 TEACHERS.register(
-    "gaussian_mixture", _mixture, help="exact denoiser of a Gaussian mixture (teacher.preset)"
+    "gaussian_mixture",
+    _mixture,
+    help="exact denoiser of a Gaussian mixture (teacher.preset); with system.kind = "
+    "'flow_matching', its exact flow-matching velocity",
 )
 TEACHERS.register("edm", _edm_checkpoint, help="an EDM checkpoint .pkl or converted .safetensors")
+TEACHERS.register(
+    "diffusers",
+    _diffusers,
+    help="a DDPM-style UNet2DModel and its scheduler saved by diffusers' save_pretrained "
+    "(teacher.path; pip install 'odedistill[diffusers]')",
+)
 TEACHERS.register(
     "edm_random",
     _edm_random,
@@ -130,6 +171,27 @@ SYSTEMS.register(
     "probability_flow",
     SystemKind(_probability_flow, needs_teacher=True),
     help="of the teacher's denoiser, from system.t_max down to system.t_min",
+)
+
+
+def _flow_matching(cfg: Config, teacher: Teacher | None) -> ODESystem:
+    assert teacher is not None
+    D, s = teacher.denoiser, cfg.system
+    if D is not None and not isinstance(D, GaussianMixtureDenoiser):
+        raise UserError(
+            f"system.kind = 'flow_matching' needs a flow-matching velocity, which "
+            f"teacher.kind = 'gaussian_mixture' gives (exactly); teacher.kind = "
+            f"'{cfg.teacher.kind}' is a denoiser: use system.kind = 'probability_flow'"
+        )
+    velocity = None if D is None else GaussianMixtureVelocity(D)
+    return FlowMatchingODE(velocity, teacher.state_shape, s.t_max, s.t_min, teacher.label_dim)
+
+
+SYSTEMS.register(
+    "flow_matching",
+    SystemKind(_flow_matching, needs_teacher=True),
+    help="the rectified-flow ODE x_t = (1 - t) x0 + t eps of the teacher's velocity, from "
+    "system.t_max (<= 1) down to system.t_min (>= 0)",
 )
 SYSTEMS.register(
     "linear", SystemKind(lambda cfg, teacher: LinearODE()), help="LinearODE, a decaying spiral"
@@ -215,15 +277,32 @@ def _without_augment(net: nn.Module) -> nn.Module:
     return net
 
 
+def _with_dropout(net: nn.Module, p: float) -> nn.Module:
+    """Set the dropout rate of every block: a diffusers UNet's ``nn.Dropout`` modules, or the
+    float ``dropout`` attribute of EDM's blocks."""
+    if isinstance(net, DiffusersUNet):
+        net.set_dropout(p)
+        return net
+    for m in net.modules():
+        if isinstance(getattr(m, "dropout", None), float):
+            m.dropout = p
+    return net
+
+
 def _teacher_copy(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet:
     """The teacher's raw network (or a fresh one of its architecture), fed as the teacher feeds it."""
     st = cfg.student
     D = None if teacher is None else teacher.denoiser
-    if D is None or not isinstance(getattr(D, "model", None), nn.Module):
+    if D is None or getattr(D, "model_type", None) not in TEACHER_NETWORKS:
         raise UserError(
-            "student.net = 'teacher' copies the teacher's raw network, which only an EDM "
-            "teacher has (teacher.kind = 'edm' or 'edm_random'); use student.net = 'mlp' or "
-            "'unet'"
+            "student.net = 'teacher' copies the teacher's raw network, which only an EDM or "
+            "diffusers teacher has (teacher.kind = 'edm', 'edm_random' or 'diffusers'); use "
+            "student.net = 'mlp' or 'unet'"
+        )
+    if _two_times(cfg) and D.model_type not in EDM_NETWORKS:
+        raise UserError(
+            f"student.kind = 'flowmap' needs a second time input, which the {D.model_type} "
+            "copy does not have; use an EDM teacher, or student.net = 'unet' with this teacher"
         )
     kwargs = {**D.model_kwargs, "dropout": st.dropout, **_two_times(cfg)}
     device = next(D.model.parameters()).device
@@ -234,10 +313,9 @@ def _teacher_copy(cfg: Config, system: ODESystem, teacher: Teacher | None) -> St
         missing, unexpected = net.load_state_dict(D.model.state_dict(), strict=False)
         assert not unexpected and all(k.startswith("second_time.") for k in missing)
     else:
-        net = EDM_NETWORKS[D.model_type](**D.model_kwargs, **_two_times(cfg)).to(device)
-    for m in net.modules():  # the student's dropout rate (PID: 0), in every EDM block
-        if isinstance(getattr(m, "dropout", None), float):
-            m.dropout = st.dropout
+        fresh = TEACHER_NETWORKS[D.model_type](**kwargs)  # what a checkpoint rebuilds
+        net = fresh.to(device)
+    net = _with_dropout(net, st.dropout)  # the student's dropout rate (PID: 0)
     net = _without_augment(net.train().requires_grad_(True))
     return StudentNet(net, {"class": D.model_type, "kwargs": kwargs}, D.parametrisation())
 
@@ -245,7 +323,10 @@ def _teacher_copy(cfg: Config, system: ODESystem, teacher: Teacher | None) -> St
 NETWORKS.register("mlp", _mlp, help="a residual MLP for vector states")
 NETWORKS.register("unet", _unet, help="a small UNet for images")
 NETWORKS.register(
-    "teacher", _teacher_copy, help="the EDM teacher's own architecture (student.init)"
+    "teacher",
+    _teacher_copy,
+    help="the EDM or diffusers teacher's own architecture, fed as the teacher feeds it "
+    "(student.init)",
 )
 
 

@@ -23,19 +23,23 @@ from odedistill.grids import make_grid
 from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint, verify_weights
 from odedistill.infra.devices import resolve_device
 from odedistill.infra.recipes import from_dict
-from odedistill.infra.registries import SYSTEMS, Teacher
+from odedistill.infra.registries import SYSTEMS, TEACHER_NETWORKS, Teacher
 from odedistill.models.base import TrajectoryModel
 from odedistill.models.boundary import BoundaryTrajectory
 from odedistill.models.flowmap import FlowMap, sample_times
 from odedistill.models.nets import MLP, SmallUNet
 from odedistill.models.parametrisation import Parametrisation
 from odedistill.systems.base import ODESystem
-from odedistill.teachers.networks import NETWORKS as EDM_NETWORKS
 
 STUDENT_FORMAT = "odedistill-student-1"
 
-NETWORK_CLASSES: dict[str, type[nn.Module]] = {"MLP": MLP, "SmallUNet": SmallUNet, **EDM_NETWORKS}
-"""The network classes a student file may name: what can be rebuilt from JSON arguments."""
+NETWORK_CLASSES: dict[str, type[nn.Module]] = {
+    "MLP": MLP,
+    "SmallUNet": SmallUNet,
+    **TEACHER_NETWORKS,
+}
+"""The network classes a student file may name: what can be rebuilt from JSON arguments (a
+diffusers UNet from its ``UNet2DModel`` config: ``DiffusersUNet(config, dropout)``)."""
 
 
 @dataclass

@@ -9,17 +9,25 @@ from odedistill._tensor import append_dims
 from odedistill.models.base import TrajectoryModel
 from odedistill.models.parametrisation import Parametrisation
 from odedistill.systems.base import ODESystem
+from odedistill.systems.flow_matching import FlowMatchingODE
 from odedistill.systems.probability_flow import ProbabilityFlowODE
 
 
 def default_parametrisation(system: ODESystem) -> Parametrisation:
-    """PID's parametrisation for the probability-flow ODE (σ_data of the system), else plain.
+    """The student's default wrapping of its network, by system type.
+
+    - probability-flow ODE: PID's (anchor 0, c_in = 1/√(σ_d² + T²), c_noise = ln(t)/4);
+    - flow-matching ODE: anchor 0 (x(z, t) = (t/t_max) z + (1 − t/t_max) F, the
+      interpolation with F in the place of x_0), z unscaled, c_noise = t;
+    - any other system: plain (anchor at t_end, c_in = 1, c_noise = t).
 
     A student that copies a teacher's network takes the teacher's instead (its
     preconditioner's ``parametrisation()``).
     """
     if isinstance(system, ProbabilityFlowODE):
         return Parametrisation.edm(system.sigma_data)
+    if isinstance(system, FlowMatchingODE):
+        return Parametrisation.plain(0.0)
     return Parametrisation.plain(system.t_end)
 
 

@@ -3,14 +3,17 @@
 A trajectory x(z, t) = w(t)·z + (1 − w(t))·F(c_in·z, c_noise(t)), w(t) = (t − t_anchor)/(t_start − t_anchor),
 needs three choices beside the network F. For a student copied from a teacher they must be the
 teacher's own (EDM Table 1: c_in(σ) and c_noise(σ) of EDM, VP or VE preconditioning), or the
-copied network sees inputs it was never trained on. Every map here is named and described by
-numbers only, so a checkpoint can store it as JSON and rebuild it without running code.
+copied network sees inputs it was never trained on; a DDPM-style teacher's time input is its
+fractional timestep, a table lookup (``DiscreteTimesteps``). Every map here is named and
+described by numbers only, so a checkpoint can store it as JSON and rebuild it without
+running code.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -89,6 +92,49 @@ class VENoise(TimeMap):
         return (0.5 * t).log()
 
 
+class DiscreteTimesteps(TimeMap):
+    """c_noise(σ) = the fractional timestep of a discrete schedule σ_0 < σ_1 < … < σ_{N−1}.
+
+        t(σ) = k + (ln σ − ln σ_k)/(ln σ_{k+1} − ln σ_k)   for σ_k ≤ σ ≤ σ_{k+1}
+
+    linear in ln σ between neighbouring training timesteps (k-diffusion's ``sigma_to_t``),
+    exact on them (t(σ_k) = k), and clamped to [0, N−1] outside the table. A DDPM-style
+    network trained on timesteps k takes t(σ) as its time input. Described by the table
+    alone, in float64; the result is float64.
+    """
+
+    kind = "timesteps"
+
+    def __init__(self, sigmas: Sequence[float]) -> None:
+        values = tuple(float(s) for s in sigmas)
+        if len(values) < 2 or not all(math.isfinite(s) and s > 0 for s in values):
+            raise UserError("a timestep table needs at least two finite σ > 0")
+        if any(b <= a for a, b in zip(values, values[1:], strict=False)):
+            raise UserError("a timestep table's σ must increase strictly with the timestep")
+        self.sigmas = values
+        self._log_sigmas: dict[torch.device, Tensor] = {}
+
+    def params(self) -> dict[str, Any]:
+        return {"sigmas": list(self.sigmas)}
+
+    def log_sigmas(self, device: torch.device | str = "cpu") -> Tensor:
+        """ln σ_k, k = 0 … N−1, as a float64 tensor on ``device`` (cached)."""
+        device = torch.device(device)
+        if device not in self._log_sigmas:
+            table = torch.tensor(self.sigmas, dtype=torch.float64)
+            self._log_sigmas[device] = table.log().to(device)
+        return self._log_sigmas[device]
+
+    def __call__(self, t: Tensor) -> Tensor:
+        log_sigma = torch.as_tensor(t).to(torch.float64).log()
+        ls = self.log_sigmas(log_sigma.device)
+        flat = log_sigma.reshape(-1)
+        hi = torch.searchsorted(ls, flat.detach()).clamp(1, len(ls) - 1)
+        lo = hi - 1
+        w = ((flat - ls[lo]) / (ls[hi] - ls[lo])).clamp(0, 1)
+        return (lo + w).reshape(log_sigma.shape)
+
+
 # ------------------------------------------------------------------------------------ c_in
 class ConstantScale(TimeMap):
     """c_in(s) = value."""
@@ -127,7 +173,16 @@ class RootScale(TimeMap):
 
 
 MAPS: dict[str, type[TimeMap]] = {
-    cls.kind: cls for cls in (IdentityTime, EDMNoise, VPNoise, VENoise, ConstantScale, RootScale)
+    cls.kind: cls
+    for cls in (
+        IdentityTime,
+        EDMNoise,
+        VPNoise,
+        VENoise,
+        DiscreteTimesteps,
+        ConstantScale,
+        RootScale,
+    )
 }
 """Every time map by its ``kind``: what a stored parametrisation may name."""
 

@@ -41,8 +41,11 @@ class ODESystem(ABC):
     def sample_condition(
         self, n: int, generator: torch.Generator | None = None
     ) -> torch.Tensor | None:
-        """Draw ``n`` conditions (e.g. one-hot class labels), or None for an unconditional system."""
-        return None
+        """Draw ``n`` conditions, or None for an unconditional system.
+
+        By default: one-hot class labels drawn uniformly when ``label_dim`` > 0, else None.
+        """
+        return one_hot_labels(n, self.label_dim, generator) if self.label_dim > 0 else None
 
     # ------------------------------------------------------- the residual space
     def to_target(self, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 
 from odedistill._tensor import append_dims
 from odedistill.errors import UserError
-from odedistill.systems.base import ODESystem, one_hot_labels
+from odedistill.systems.base import ODESystem
 
 Denoiser = Callable[..., torch.Tensor]
 
@@ -64,11 +64,6 @@ class ProbabilityFlowODE(ODESystem):
         self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
     ) -> torch.Tensor:
         return torch.randn((n, *self.state_shape), generator=generator, dtype=dtype) * self.t_start
-
-    def sample_condition(
-        self, n: int, generator: torch.Generator | None = None
-    ) -> torch.Tensor | None:
-        return one_hot_labels(n, self.label_dim, generator) if self.label_dim > 0 else None
 
     def sample_data(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         sample = getattr(self.denoiser, "sample", None)

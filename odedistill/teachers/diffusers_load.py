@@ -1,0 +1,122 @@
+"""Load a DDPM-style teacher saved by diffusers' ``save_pretrained``: JSON configs and safetensors only.
+
+A pipeline folder (``model_index.json``, ``unet/``, ``scheduler/``), its ``unet/`` folder, or
+a UNet folder with the scheduler's ``scheduler_config.json`` beside it. The configs are read
+as JSON here; the weights through ``UNet2DModel.from_pretrained(..., use_safetensors=True,
+local_files_only=True)`` after checking that a ``.safetensors`` file is there, so no pickle
+is ever read and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from odedistill.errors import UserError
+from odedistill.teachers.diffusers import DiffusersDenoiser, import_diffusers
+
+__all__ = ["load_diffusers_teacher"]
+
+_WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path}: {_first_line(e)}") from e
+    if not isinstance(config, dict):
+        raise UserError(f"{path} is not a diffusers config (a JSON object)")
+    return config
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _find_folders(path: Path) -> tuple[Path, Path]:
+    """(UNet folder, scheduler config file) of a pipeline folder or a UNet folder."""
+    if (path / "model_index.json").is_file():
+        unet, scheduler = path / "unet", path / "scheduler" / "scheduler_config.json"
+        missing = [
+            str(p.relative_to(path)) for p in (unet / "config.json", scheduler) if not p.is_file()
+        ]
+        if missing:
+            raise UserError(
+                f"{path} is a diffusers pipeline folder but lacks {', '.join(missing)}; "
+                "save the pipeline with its UNet and scheduler (pipeline.save_pretrained)"
+            )
+        return unet, scheduler
+    if (path / "config.json").is_file():
+        for scheduler in (
+            path / "scheduler_config.json",
+            path.parent / "scheduler" / "scheduler_config.json",
+        ):
+            if scheduler.is_file():
+                return path, scheduler
+        raise UserError(
+            f"{path} holds a UNet but no scheduler config: put the scheduler's "
+            f"scheduler_config.json in {path} or in {path.parent / 'scheduler'}"
+        )
+    raise UserError(
+        f"{path} is not a diffusers folder: expected model_index.json with unet/ and "
+        "scheduler/ (a pipeline), or config.json with diffusion_pytorch_model.safetensors "
+        "and a scheduler_config.json (a UNet)"
+    )
+
+
+def _check_weights(unet_dir: Path) -> None:
+    if (unet_dir / _WEIGHTS).is_file() or (unet_dir / f"{_WEIGHTS}.index.json").is_file():
+        return
+    if any(unet_dir.glob("*.bin")):
+        raise UserError(
+            f"{unet_dir} has only pickled .bin weights, which odedistill does not load "
+            "(unpickling can run code); convert them once, where you trust the file, with "
+            "UNet2DModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)"
+        )
+    raise UserError(f"{unet_dir} has no {_WEIGHTS}")
+
+
+def load_diffusers_teacher(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> DiffusersDenoiser:
+    """Load a DDPM-style teacher written by diffusers' ``save_pretrained``.
+
+    ``path`` is a pipeline folder (``model_index.json``, ``unet/``, ``scheduler/``) or a UNet
+    folder (``config.json``, ``diffusion_pytorch_model.safetensors``) with its scheduler's
+    ``scheduler_config.json`` inside it or in a sibling ``scheduler/`` folder. Only
+    ``UNet2DModel`` networks and safetensors weights are read. Returns the denoiser in eval
+    mode with gradients off, on ``device``.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"diffusers teacher folder {path} does not exist")
+    unet_dir, scheduler_file = _find_folders(path)
+    unet_config = _read_json(unet_dir / "config.json")
+    class_name = unet_config.get("_class_name", "UNet2DModel")
+    if class_name != "UNet2DModel":
+        raise UserError(
+            f"{unet_dir} holds a {class_name}; only UNet2DModel (pixel-space, unconditional "
+            "or class-conditional) teachers are supported"
+        )
+    _check_weights(unet_dir)
+    scheduler_config = _read_json(scheduler_file)
+    diffusers = import_diffusers()
+    try:
+        unet = diffusers.UNet2DModel.from_pretrained(
+            unet_dir, use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False
+        )
+    except Exception as e:  # a damaged weights file or config: diffusers' own error types
+        raise UserError(
+            f"cannot load the UNet in {unet_dir} ({type(e).__name__}: {_first_line(e)}); "
+            "save it again with save_pretrained"
+        ) from e
+    try:
+        teacher = DiffusersDenoiser.from_scheduler_config(unet, scheduler_config)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{scheduler_file}: unusable scheduler config ({_first_line(e)})") from e
+    return teacher.to(device).eval().requires_grad_(False)
