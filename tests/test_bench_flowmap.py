@@ -35,7 +35,10 @@ def test_every_student_scheme_and_nfe_is_measured(quick_run):
     _, results = quick_run
     seen = {(r["system"], r["student"], r["scheme"]) for r in results["students"]}
     assert seen == {
-        (s, k, sc) for s in ("ring", "pendulum") for k in ("flowmap", "pid") for sc in SCHEMES.names()
+        (s, k, sc)
+        for s in ("ring", "pendulum")
+        for k in ("flowmap", "pid")
+        for sc in SCHEMES.names()
     }
     for r in results["students"]:
         nfes = sorted(int(k) for k in r["by_nfe"])

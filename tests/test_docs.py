@@ -45,3 +45,17 @@ def test_recipe_reference_is_current():
     assert (DOCS / "recipes.md").read_text() == recipes_markdown(), (
         "docs/recipes.md is stale: regenerate it with python -m odedistill.infra.docs > docs/recipes.md"
     )
+
+
+def test_relative_links_and_pictures_resolve():
+    """Every relative link or picture in the README and docs/ names a file of the repository."""
+    root = DOCS.parent
+    missing = []
+    for page in [root / "README.md", *sorted(DOCS.glob("*.md")), root / "benchmarks" / "README.md"]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if "://" in target or target.startswith("#"):
+                continue
+            path = (page.parent / target.split("#")[0]).resolve()
+            if not path.exists():
+                missing.append(f"{page.relative_to(root)} -> {target}")
+    assert not missing, missing

@@ -45,7 +45,9 @@ def overrides(setting: SystemSetting, kind: str, scheme: str, seed: int, threads
     ]
 
 
-def session_for(setting: SystemSetting, kind: str, scheme: str, st: FlowMapBenchSettings) -> Session:
+def session_for(
+    setting: SystemSetting, kind: str, scheme: str, st: FlowMapBenchSettings
+) -> Session:
     cfg = load_config(setting.recipe, overrides(setting, kind, scheme, st.seed, st.threads))
     return build_session(cfg, torch.device("cpu"))
 
@@ -59,7 +61,9 @@ def train_and_evaluate(
         t0 = time.perf_counter()
         Trainer(session, Path(tmp)).run(show_progress=False)
         seconds = time.perf_counter() - t0
-    report, _ = evaluate(session.cfg, session.system, weights_of(session), reported_weights(session))
+    report, _ = evaluate(
+        session.cfg, session.system, weights_of(session), reported_weights(session)
+    )
     s = report["samplers"]
     if kind == "flowmap":
         errors = {K: s[f"student@{K}"] for K in NFES if f"student@{K}" in s}
@@ -72,7 +76,8 @@ def train_and_evaluate(
         "iterations": setting.iterations,
         "train_seconds": seconds,
         "by_nfe": {
-            str(K): {m: e[m] for m in ("trajectory_rel_error", "sliced_w1")} for K, e in errors.items()
+            str(K): {m: e[m] for m in ("trajectory_rel_error", "sliced_w1")}
+            for K, e in errors.items()
         },
         "flow_map": report.get("flow_map"),
         "teacher": {
@@ -139,9 +144,15 @@ def run_flowmap_benchmark(
             "preset": st.preset,
             "seed": st.seed,
             "command": "python -m benchmarks.flowmap" + (" --quick" if quick else ""),
-            "systems": {s.name: {"recipe": s.recipe, "overrides": s.overrides,
-                                 "iterations": s.iterations, "about": s.about}
-                        for s in st.systems},
+            "systems": {
+                s.name: {
+                    "recipe": s.recipe,
+                    "overrides": s.overrides,
+                    "iterations": s.iterations,
+                    "about": s.about,
+                }
+                for s in st.systems
+            },
             "loadavg_start": list(_loadavg()),
         },
         "students": [],
@@ -156,8 +167,10 @@ def run_flowmap_benchmark(
                 r = train_and_evaluate(setting, kind, scheme, st)
                 results["students"].append(r)
                 best = r["by_nfe"][str(max(int(k) for k in r["by_nfe"]))]
-                log(f"{setting.name} {kind} {scheme}: {r['train_seconds']:.0f} s, error at "
-                    f"{max(int(k) for k in r['by_nfe'])} NFE {best['trajectory_rel_error']:.4g}")
+                log(
+                    f"{setting.name} {kind} {scheme}: {r['train_seconds']:.0f} s, error at "
+                    f"{max(int(k) for k in r['by_nfe'])} NFE {best['trajectory_rel_error']:.4g}"
+                )
     results["meta"]["loadavg_end"] = list(_loadavg())
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(results, out)

@@ -30,8 +30,12 @@ def _ring(iterations: int, width: int, depth: int, N: int, heldout: int) -> Syst
     return SystemSetting(
         "ring",
         "flowmap",
-        [f"student.width={width}", f"student.depth={depth}", f"scheme.N={N}",
-         f"eval.n_heldout={heldout}"],
+        [
+            f"student.width={width}",
+            f"student.depth={depth}",
+            f"scheme.N={N}",
+            f"eval.n_heldout={heldout}",
+        ],
         iterations,
         "the quickstart's probability-flow ODE of an exact 8-mode ring mixture, MLP student",
     )
@@ -41,8 +45,13 @@ def _digits(iterations: int, channels: int, batch: int, N: int, heldout: int) ->
     return SystemSetting(
         "digits",
         "digits_flowmap",
-        [f"student.channels={channels}", f"train.batch={batch}", f"scheme.N={N}",
-         f"eval.n_heldout={heldout}", "eval.nfe=[1, 2, 4, 8]"],
+        [
+            f"student.channels={channels}",
+            f"train.batch={batch}",
+            f"scheme.N={N}",
+            f"eval.n_heldout={heldout}",
+            "eval.nfe=[1, 2, 4, 8]",
+        ],
         iterations,
         "the probability-flow ODE of an exact mixture on 1x8x8 digit images, small UNet student",
     )
@@ -52,9 +61,16 @@ def _pendulum(iterations: int, width: int, depth: int, N: int, heldout: int) -> 
     return SystemSetting(
         "pendulum",
         "flowmap",
-        ["system.kind='pendulum'", "flowmap.skip='none'", "scheme.grid='uniform'",
-         f"student.width={width}", f"student.depth={depth}", f"scheme.N={N}",
-         f"eval.n_heldout={heldout}", "train.ema_rates=[0.99, 0.999]"],
+        [
+            "system.kind='pendulum'",
+            "flowmap.skip='none'",
+            "scheme.grid='uniform'",
+            f"student.width={width}",
+            f"student.depth={depth}",
+            f"scheme.N={N}",
+            f"eval.n_heldout={heldout}",
+            "train.ema_rates=[0.99, 0.999]",
+        ],
         iterations,
         "a damped pendulum (no diffusion), uniform grid, MLP student",
     )
