@@ -327,3 +327,13 @@ def test_user_system_bad_args_are_one_line(user_recipe, tmp_path):
     )
     one_line_error(code, err)
     assert "speed" in err
+
+
+def test_mlp_output_scale_maps_back_to_the_states_scale():
+    torch.manual_seed(0)
+    scaled = odedistill.MLP((2,), 16, 1, out_mean=[25.0, -1.0], out_std=[6.0, 0.5])
+    plain = odedistill.MLP((2,), 16, 1)
+    plain.load_state_dict({k: v for k, v in scaled.state_dict().items() if "out_scale" not in k})
+    x, t = torch.randn(5, 2), torch.rand(5)
+    expected = torch.tensor([25.0, -1.0]) + torch.tensor([6.0, 0.5]) * plain(x, t)
+    assert torch.allclose(scaled(x, t), expected, atol=1e-5)

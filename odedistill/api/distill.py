@@ -43,6 +43,7 @@ def distill(
     ema_rate: float = 0.99,
     causal_eps: float = 10.0,
     normalise: bool = True,
+    normalise_output: bool = False,
     time_input: str = "unit",
     width: int = 128,
     depth: int = 3,
@@ -77,7 +78,8 @@ def distill(
         causal_eps: causal weighting of the residual along time (0 = off).
         normalise, time_input: the default MLP standardises its state and condition inputs
             from the system's samplers; 'unit' feeds it tau = (t - t_start)/(t_end - t_start)
-            ('raw': the time itself).
+            ('raw': the time itself). ``normalise_output`` scales the MLP's output by the
+            states' mean and std.
         validate_every: iterations between checks of the student against the reference
             solution (val_ratio = its error / Euler's with N - 1 steps, in metrics.jsonl and
             the progress bar); default 250 for vector states, 0 (off) for images.
@@ -104,6 +106,7 @@ def distill(
                 "width": width,
                 "depth": depth,
                 "normalise": normalise,
+                "normalise_output": normalise_output,
                 "time": time_input,
             },
             "scheme": {"kind": scheme, "N": N, "grid": grid, "rho": rho},

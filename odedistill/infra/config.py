@@ -186,6 +186,9 @@ class StudentConfig:
         "mlp: standardise the state and condition inputs by their per-dimension mean and std "
         "(4096 draws of the system's own samplers, fixed seed)",
     )
+    normalise_output: bool = _f(
+        False, "mlp: the output is mean + std * the network's, with the states' mean and std"
+    )
     time: str = _f(
         "raw",
         "mlp: time input 'raw' (c_noise(t) of the system's parametrisation, Fourier "

@@ -251,11 +251,13 @@ def _mlp(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet:
         kwargs["max_freq"] = 16.0
         base = default_parametrisation(system)
         param = dataclasses.replace(base, c_noise=UnitTime(system.t_start, system.t_end))
-    if st.normalise:
-        stats = input_statistics(system)
+    stats = input_statistics(system) if st.normalise or st.normalise_output else None
+    if stats is not None and st.normalise:
         kwargs.update(x_mean=stats.x_mean, x_std=stats.x_std)
         if system.label_dim and stats.c_mean is not None:
             kwargs.update(c_mean=stats.c_mean, c_std=stats.c_std)
+    if stats is not None and st.normalise_output:
+        kwargs.update(out_mean=stats.x_mean, out_std=stats.x_std)
     return StudentNet(MLP(**kwargs), {"class": "MLP", "kwargs": kwargs}, param)
 
 

@@ -52,7 +52,7 @@ def second_time_embedding(dim: int) -> FourierTimeEmbedding:
 
 
 class Standardise(nn.Module):
-    """(v - mean) / std per column, with fixed buffers."""
+    """(v - mean) / std per column, and back, with fixed buffers."""
 
     def __init__(self, mean: list[float], std: list[float]) -> None:
         super().__init__()
@@ -61,6 +61,9 @@ class Standardise(nn.Module):
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         return (v - self.mean.to(v.dtype)) / self.std.to(v.dtype)
+
+    def inverse(self, u: torch.Tensor) -> torch.Tensor:
+        return self.mean.to(u.dtype) + self.std.to(u.dtype) * u
 
 
 def _standardiser(
@@ -90,6 +93,8 @@ class MLP(nn.Module):
         x_mean, x_std: standardise the flattened state input, (x - x_mean) / x_std (None: as is).
         c_mean, c_std: the same for the condition (any (B, k) float tensor, class labels
             included).
+        out_mean, out_std: the output is out_mean + out_std * (the last layer's), so a network
+            at initialisation answers states of the data's scale (None: as is).
     """
 
     def __init__(
@@ -104,6 +109,8 @@ class MLP(nn.Module):
         x_std: list[float] | None = None,
         c_mean: list[float] | None = None,
         c_std: list[float] | None = None,
+        out_mean: list[float] | None = None,
+        out_std: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.state_shape = tuple(state_shape)
@@ -119,6 +126,7 @@ class MLP(nn.Module):
         self.emb_s = second_time_embedding(width) if two_times else None
         self.x_norm = _standardiser(x_mean, x_std, d, "x")
         self.c_norm = _standardiser(c_mean, c_std, label_dim, "c")
+        self.out_scale = _standardiser(out_mean, out_std, d, "out")
 
     def forward(
         self,
@@ -134,7 +142,10 @@ class MLP(nn.Module):
         h = self.inp(h if self.x_norm is None else self.x_norm(h)) + emb
         for block in self.blocks:
             h = h + block(h + emb)
-        return self.out(h).reshape(x.shape)
+        out = self.out(h)
+        if self.out_scale is not None:
+            out = self.out_scale.inverse(out)
+        return out.reshape(x.shape)
 
 
 class _ResBlock(nn.Module):
