@@ -166,6 +166,28 @@ def early_stop_section(final: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def stopped_runs(stops: dict[str, Any] | None) -> list[str]:
+    """The runs of the 'earlystop' part: distill(stop_at_ratio=target) for real."""
+    if not stops:
+        return []
+    lines = [
+        "",
+        f"Runs with `distill(..., stop_at_ratio={stops['target']:g})` for real (budget "
+        f"{stops['budget']:g} CPU-s; `{stops['command']}`):",
+        "",
+        "| system | seed | stopped at step | train CPU s | last val_ratio | test ratio of the "
+        "returned student | load 1-min |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in stops["rows"]:
+        last = r["val_curve"][-1]["val_ratio"] if r["val_curve"] else None
+        lines.append(
+            f"| {r['system']} | {r['seed']} | {r['steps']} | {_g(r['train_cpu_s'])} | "
+            f"{_g(last)} | {r['ratio']:.2f} | {_load(r)} |"
+        )
+    return lines
+
+
 def ablation_section(ab: dict[str, Any] | None) -> list[str]:
     if not ab:
         return ["Not run."]
@@ -205,7 +227,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "Machine and command": machine_section(results["meta"]),
         "The suite": suite_section(results),
         "Final table": final_section(results.get("final")),
-        "Early stopping": early_stop_section(results.get("final")),
+        "Early stopping": early_stop_section(results.get("final"))
+        + stopped_runs(results.get("earlystop")),
         "Ablation": ablation_section(results.get("ablation")),
     }
     text = ["# odesuite: distill() on seven nonlinear ODEs", ""]

@@ -88,8 +88,8 @@ def run_suite(
     bad = [v for v in s.variants if v not in VARIANTS]
     if bad:
         raise UserError(f"unknown variant {bad[0]!r}; known: {', '.join(VARIANTS)}")
-    if any(p not in ("final", "ablation") for p in s.parts):
-        raise UserError("--parts takes 'final' and/or 'ablation'")
+    if any(p not in ("final", "ablation", "earlystop") for p in s.parts):
+        raise UserError("--parts takes 'final', 'ablation' and/or 'earlystop'")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
@@ -141,6 +141,11 @@ def run_suite(
             results["ablation"] = _merge(
                 results.get("ablation"), ablation, ("variant", "system", "seed")
             )
+        if "earlystop" in s.parts:
+            runs = [("stop_at_target", n, seed, s.budget) for seed in s.seeds for n in s.systems]
+            part = _part("earlystop", s, runs, log)
+            stops = {**part, "command": command, "budget": s.budget, "target": s.target}
+            results["earlystop"] = _merge(results.get("earlystop"), stops, ("system", "seed"))
     finally:
         torch.set_num_threads(threads)
     machine = machine_info(torch.device("cpu"))
@@ -178,7 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--budget", type=float, help="CPU seconds per system, final table (60)")
     p.add_argument("--ablation-budget", type=float, help="CPU seconds per ablation run (20)")
     p.add_argument("--systems", help=f"comma list (default all: {','.join(SUITE)})")
-    p.add_argument("--parts", help="comma list of final, ablation (default both)")
+    p.add_argument(
+        "--parts", help="comma list of final, ablation, earlystop (default final,ablation)"
+    )
     p.add_argument("--seeds", help="comma list of seeds of the final table (default 0)")
     p.add_argument("--variants", help=f"comma list (default all: {','.join(VARIANTS)})")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")

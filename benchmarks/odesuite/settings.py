@@ -42,6 +42,14 @@ VARIANTS: dict[str, Variant] = {
         max_N=32,
     ),
     "causal_30": Variant("stronger causal weighting (loss.causal_eps = 30)", {"causal_eps": 30.0}),
+    "output_scale": Variant(
+        "the MLP's output scaled by the states' mean and std (student.normalise_output = true)",
+        {"normalise_output": True},
+    ),
+    "stop_at_target": Variant(
+        "distill()'s defaults with stop_at_ratio = 1.5 (the early-stopping part, not the ablation)",
+        {"stop_at_ratio": 1.5},
+    ),
     "before": Variant(
         "distill() before the suite: upwind, constant lr, no causal weights, raw inputs, "
         "MLP without the condition",
@@ -70,7 +78,9 @@ class SuiteSettings:
     # the ablation
     ablation_budget: float = 20.0
     ablation_seed: int = 0
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    variants: list[str] = field(
+        default_factory=lambda: [v for v in VARIANTS if v != "stop_at_target"]
+    )
     # evaluation
     test_n: int = 1000  # held-out test states per system (seed test_seed)
     test_seed: int = 1001
