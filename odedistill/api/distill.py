@@ -41,7 +41,7 @@ def distill(
     schedule: str = "cosine",
     warmup: int = 200,
     ema_rate: float = 0.99,
-    causal_eps: float = 10.0,
+    causal_eps: float = 30.0,
     normalise: bool = True,
     normalise_output: bool = False,
     time_input: str = "unit",
