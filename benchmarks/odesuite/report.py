@@ -17,6 +17,7 @@ SECTIONS = [
     "Final table",
     "Early stopping",
     "Ablation",
+    "Earlier final table",
 ]
 
 
@@ -119,7 +120,8 @@ def final_section(final: dict[str, Any] | None) -> list[str]:
         return ["Not run."]
     lines = [
         f"distill(system, N=N, grid=grid, max_seconds={final['budget']:g}, clock='process') with "
-        "every other argument at its default; error = mean relative error of the one-step "
+        "every other argument at its default (causal_eps = "
+        f"{_g((final.get('distill_defaults') or {}).get('causal_eps'))}); error = mean relative error of the one-step "
         f"student (EMA) at t_end on {final['test_n']} held-out states against scipy; ratio = "
         "error / Euler(N−1)'s on the same states.",
         "",
@@ -193,8 +195,10 @@ def ablation_section(ab: dict[str, Any] | None) -> list[str]:
         return ["Not run."]
     systems = ab["systems"]
     rows = _ablation_rows(ab)
+    eps = (ab.get("distill_defaults") or {}).get("causal_eps")
     lines = [
-        f"Each variant changes distill()'s defaults as described; {ab['budget']:g} CPU-s per "
+        f"Each variant changes distill()'s defaults of the time of the run (causal_eps = "
+        f"{_g(eps)}) as described; {ab['budget']:g} CPU-s per "
         f"system, seed {ab['seed']}, one run each (between seeds a ratio varies by up to about "
         "1.5x, so smaller differences are noise). Entries are ratios to Euler(N−1).",
         "",
@@ -203,14 +207,23 @@ def ablation_section(ab: dict[str, Any] | None) -> list[str]:
     ]
     for v, vr in rows.items():
         by = {r["system"]: r for r in vr}
-        cells = [f"{by[n]['ratio']:.2f}" if n in by else "-" for n in systems]
+        cells = [
+            "-" if n not in by else f"{'=' if by[n]['variant'] != v else ''}{by[n]['ratio']:.2f}"
+            for n in systems
+        ]
         ratios = [r["ratio"] for r in vr]
         steps = sum(r["steps"] for r in vr) / max(len(vr), 1)
         lines.append(
             f"| {v} | " + " | ".join(cells) + f" | {_geo(ratios):.2f} | {max(ratios):.2f} | "
             f"{steps:.0f} |"
         )
-    lines += ["", "Variants:", ""]
+    lines += [
+        "",
+        "'=': the variant is the defaults on this system (the defaults' run is shown).",
+        "",
+        "Variants:",
+        "",
+    ]
     lines += [f"- `{v}`: {VARIANTS[v].help}" for v in ab["variants"]]
     loads = [r["loadavg_start"][0] for r in ab["rows"] if r.get("loadavg_start")]
     if loads:
@@ -218,6 +231,30 @@ def ablation_section(ab: dict[str, Any] | None) -> list[str]:
             "",
             f"Load average (1 min) during the ablation: {min(loads):.2f} to {max(loads):.2f}.",
         ]
+    return lines
+
+
+def previous_section(results: dict[str, Any]) -> list[str]:
+    """The final table under distill()'s earlier defaults, beside the current one."""
+    old, new = results.get("final_previous"), results.get("final")
+    if not old or not new:
+        return ["None."]
+    eps_old = (old.get("distill_defaults") or {}).get("causal_eps")
+    eps_new = (new.get("distill_defaults") or {}).get("causal_eps")
+    a, b = _mean_by_system(old["rows"]), _mean_by_system(new["rows"])
+    lines = [
+        f"The same table under the defaults before the ablation (causal_eps = {_g(eps_old)}), "
+        f"`{old['command']}`, {old['date']}; ratios to Euler(N−1), seeds {old['seeds']} "
+        f"against {new['seeds']}:",
+        "",
+        f"| system | causal_eps = {_g(eps_old)} | causal_eps = {_g(eps_new)} (current) |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {n} | {a[n]:.2f} | {b[n]:.2f} |" for n in a if n in b]
+    common = [n for n in a if n in b]
+    lines.append(
+        f"| geo-mean | {_geo([a[n] for n in common]):.2f} | {_geo([b[n] for n in common]):.2f} |"
+    )
     return lines
 
 
@@ -230,6 +267,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "Early stopping": early_stop_section(results.get("final"))
         + stopped_runs(results.get("earlystop")),
         "Ablation": ablation_section(results.get("ablation")),
+        "Earlier final table": previous_section(results),
     }
     text = ["# odesuite: distill() on seven nonlinear ODEs", ""]
     for name in SECTIONS:

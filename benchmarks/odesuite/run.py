@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as _dt
+import inspect
 import json
 import shlex
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 
+import odedistill
 from benchmarks.odesuite.report import write_report
 from benchmarks.odesuite.settings import VARIANTS, SuiteSettings, log_default
 from benchmarks.odesuite.systems import SUITE
@@ -31,6 +33,13 @@ from odedistill.infra.machine import git_commit, machine_info
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = "runs/bench-odesuite"
+
+
+def distill_defaults() -> dict[str, Any]:
+    """distill()'s keyword defaults at the time of a run (what the 'defaults' variant means)."""
+    params = inspect.signature(odedistill.distill).parameters.values()
+    simple = (bool, int, float, str, type(None))
+    return {p.name: p.default for p in params if isinstance(p.default, simple) and p.name != "net"}
 
 
 def _part(
@@ -51,6 +60,7 @@ def _part(
         )
     return {
         "rows": rows,
+        "distill_defaults": distill_defaults(),
         "date": started,
         "wall_seconds": time.perf_counter() - t0,
         "load_average_before": load_before,
@@ -125,10 +135,15 @@ def run_suite(
                     limit = VARIANTS[v].max_N
                     if v == "defaults" or limit is None or SUITE[n].N <= limit:
                         runs.append((v, n, s.ablation_seed, s.ablation_budget))
-            if "defaults" not in s.variants:
-                runs = [
-                    ("defaults", n, s.ablation_seed, s.ablation_budget) for n in s.systems
-                ] + runs
+            old = results.get("ablation") or {}
+            have = {
+                r["system"]
+                for r in old.get("rows", [])
+                if r["variant"] == "defaults" and old.get("budget") == s.ablation_budget
+            }
+            if "defaults" not in s.variants:  # the reference rows, unless they exist already
+                missing = [n for n in s.systems if n not in have]
+                runs = [("defaults", n, s.ablation_seed, s.ablation_budget) for n in missing] + runs
             part = _part("ablation", s, runs, log)
             ablation = {
                 **part,
@@ -138,9 +153,9 @@ def run_suite(
                 "systems": s.systems,
                 "variants": ["defaults", *[v for v in s.variants if v != "defaults"]],
             }
-            results["ablation"] = _merge(
-                results.get("ablation"), ablation, ("variant", "system", "seed")
-            )
+            if have and not any(r[0] == "defaults" for r in runs):
+                ablation["distill_defaults"] = old.get("distill_defaults")  # of the reference
+            results["ablation"] = _merge(old, ablation, ("variant", "system", "seed"))
         if "earlystop" in s.parts:
             runs = [("stop_at_target", n, seed, s.budget) for seed in s.seeds for n in s.systems]
             part = _part("earlystop", s, runs, log)
