@@ -337,3 +337,16 @@ def test_mlp_output_scale_maps_back_to_the_states_scale():
     x, t = torch.randn(5, 2), torch.rand(5)
     expected = torch.tensor([25.0, -1.0]) + torch.tensor([6.0, 0.5]) * plain(x, t)
     assert torch.allclose(scaled(x, t), expected, atol=1e-5)
+
+
+def test_custom_ode_recipe_example_is_valid():
+    """The recipe of docs/custom_ode.md section 7 validates (its module is not imported here)."""
+    import pathlib
+    import tomllib
+
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "custom_ode.md").read_text()
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    cfg = from_dict(tomllib.loads(block))
+    assert cfg.system.kind == "pendulum_family:PendulumFamily"
+    assert cfg.system.args == {"T": 1.5, "gamma": [0.1, 0.5]}
+    assert cfg.loss.causal_eps == 30.0 and cfg.student.normalise
