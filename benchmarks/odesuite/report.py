@@ -84,10 +84,22 @@ def _ablation_rows(ab: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return rows
 
 
-def machine_section(meta: dict[str, Any]) -> list[str]:
+def machine_section(results: dict[str, Any]) -> list[str]:
+    meta = results["meta"]
     m = meta["machine"]
+    parts = [
+        f"- {label}: " + "; ".join(f"`{c}`" for c in results[key]["command"].split("; "))
+        for key, label in (
+            ("final", "final table"),
+            ("earlystop", "early stopping"),
+            ("ablation", "ablation"),
+            ("final_previous", "earlier final table"),
+        )
+        if results.get(key)
+    ]
     return [
-        f"- command: `{meta['command']}`",
+        f"- command (latest): `{meta['command']}`",
+        *parts,
         f"- date: {meta['date']}, wall time {meta['wall_seconds']:.0f} s",
         f"- machine: {m.get('cpu_model')}, {m.get('cpu_count')} logical cores; torch "
         f"{m.get('torch')}, {meta['torch_threads']} thread; odedistill {m.get('odedistill')} "
@@ -175,7 +187,8 @@ def stopped_runs(stops: dict[str, Any] | None) -> list[str]:
     lines = [
         "",
         f"Runs with `distill(..., stop_at_ratio={stops['target']:g})` for real (budget "
-        f"{stops['budget']:g} CPU-s; `{stops['command']}`):",
+        f"{stops['budget']:g} CPU-s; `{stops['command']}`). The learning-rate schedule follows "
+        "the CPU clock, so these runs do not repeat the final table's step for step:",
         "",
         "| system | seed | stopped at step | train CPU s | last val_ratio | test ratio of the "
         "returned student | load 1-min |",
@@ -261,7 +274,7 @@ def previous_section(results: dict[str, Any]) -> list[str]:
 def write_report(results: dict[str, Any], out: Path) -> Path:
     body = {
         "Summary": summary(results),
-        "Machine and command": machine_section(results["meta"]),
+        "Machine and command": machine_section(results),
         "The suite": suite_section(results),
         "Final table": final_section(results.get("final")),
         "Early stopping": early_stop_section(results.get("final"))
