@@ -120,8 +120,7 @@ class Trainer:
         self.status = {"val": "-"}  # the progress bar's validation field
         self.stop_reason: str | None = None  # set by a hook (or the time budget) to stop early
         self.validation = Validation(session) if tc.validate_every else None
-        if self.validation is not None:
-            self.hooks.append(self.validation)
+        self.hooks += [self.validation] if self.validation is not None else []
 
     def causal_weights(self) -> CausalWeights | None:
         """The objective's causal weights (loss.causal_eps), if any."""
@@ -336,7 +335,8 @@ class Trainer:
                 if not torch.isfinite(loss):
                     raise self._diverged(f"loss became {value} at step {self.step + 1}")
                 self.optimizer_step()
-                self.train_seconds += self.clock() - tick
+                seconds = torch.tensor([self.clock() - tick], device=loss.device)
+                self.train_seconds += float(distributed.mean_over_ranks(seconds))  # one schedule
                 if tc.max_seconds and self.train_seconds >= tc.max_seconds:
                     self.stop_reason = f"train.max_seconds = {tc.max_seconds:g} reached"
                 self.window["loss_sum"] += value
