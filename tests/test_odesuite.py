@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import pathlib
 import sys
 import textwrap
 
@@ -13,7 +14,7 @@ import torch
 
 import odedistill
 from odedistill.infra.build import learning_rate
-from odedistill.infra.recipes import from_dict, load_config, to_toml
+from odedistill.infra.recipes import from_dict, load_config, to_toml, tomllib
 from odedistill.loss import CausalWeights
 from odedistill.models.parametrisation import Parametrisation, UnitTime
 from odedistill.systems.scale import input_statistics, residual_scale
@@ -293,7 +294,7 @@ def test_user_system_runs_from_a_recipe(user_recipe, tmp_path):
 
 def test_user_system_recipe_round_trips_through_toml(user_recipe):
     cfg = load_config(user_recipe)
-    again = from_dict(__import__("tomllib").loads(to_toml(cfg)))
+    again = from_dict(tomllib.loads(to_toml(cfg)))
     assert again == cfg
 
 
@@ -341,9 +342,6 @@ def test_mlp_output_scale_maps_back_to_the_states_scale():
 
 def test_custom_ode_recipe_example_is_valid():
     """The recipe of docs/custom_ode.md section 7 validates (its module is not imported here)."""
-    import pathlib
-    import tomllib
-
     text = (pathlib.Path(__file__).parents[1] / "docs" / "custom_ode.md").read_text()
     block = text.split("```toml\n", 1)[1].split("```", 1)[0]
     cfg = from_dict(tomllib.loads(block))
