@@ -71,6 +71,8 @@ def toml(value: typing.Any) -> str:
 
 
 def values_of(tp: typing.Any) -> st.SearchStrategy:
+    if typing.get_origin(tp) is dict:
+        return st.sampled_from([{}, {"a": 1}])
     if typing.get_origin(tp) is list:
         (inner,) = typing.get_args(tp)
         return st.lists(values_of(inner), max_size=3)

@@ -157,6 +157,8 @@ def _train_and_evaluate(
         f"{cfg.train.precision}, device {session.device}{world} -> {run_dir}"
     )
     trainer.run(show_progress=show_progress and env.is_main, console=console)
+    if trainer.stop_reason:
+        console.print(f"stopped at step {trainer.step}: {trainer.stop_reason}")
     if not cfg.eval.enabled or not env.is_main:
         return None
     report = finish_run(session, run_dir, console)

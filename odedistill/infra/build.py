@@ -160,18 +160,32 @@ def build_distance(cfg: Config) -> Distance:
 def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     o = cfg.optim
     cls = torch.optim.RAdam if o.name == "radam" else torch.optim.Adam
-    return cls(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+    foreach = {"foreach": True} if o.foreach else {}
+    return cls(
+        params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay, **foreach
+    )
 
 
-def learning_rate(cfg: Config, step: int) -> float:
+def learning_rate(cfg: Config, step: int, seconds: float = 0.0) -> float:
     """The learning rate of iteration ``step`` (0-based): linear warm-up, then a schedule.
 
     After the warm-up and a constant stretch of ``optim.decay_start`` of the remaining
     iterations, 'cosine' and 'linear' decay from ``optim.lr`` to 0 at ``train.iterations``.
+    With ``train.max_seconds`` the decay runs on the larger of the two fractions used,
+    iterations after warm-up and ``seconds`` of the budget, so it ends when either runs out.
     """
     o, total = cfg.optim, cfg.train.iterations
     if step < o.warmup:
         return o.lr * (step + 1) / o.warmup
+    if cfg.train.max_seconds > 0:
+        used = (step - o.warmup) / max(total - o.warmup, 1)
+        p = min(1.0, max(used, seconds / cfg.train.max_seconds))
+        if o.schedule == "constant" or p < o.decay_start:
+            return o.lr
+        p = (p - o.decay_start) / max(1 - o.decay_start, 1e-12)
+        if o.schedule == "cosine":
+            return o.lr * 0.5 * (1 + math.cos(math.pi * p))
+        return o.lr * (1 - p)
     start = o.warmup + o.decay_start * (total - o.warmup)
     if o.schedule == "constant" or step < start:
         return o.lr

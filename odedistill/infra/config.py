@@ -50,6 +50,8 @@ def _f(
     }
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -72,6 +74,16 @@ class RunConfig:
 @dataclass
 class SystemConfig:
     kind: str = _f("probability_flow", "the ODE", choices=SYSTEMS)
+    args: dict[str, Any] = _f(
+        {},
+        "keyword arguments of the system's class: a 'module:ClassName' system, or 'pendulum' "
+        "and 'linear' (e.g. {T = 3.0})",
+    )
+    path: str = _f(
+        "",
+        "folder searched first when importing a 'module:ClassName' system (set from the "
+        "recipe's folder when empty)",
+    )
     t_max: float = _f(
         80.0,
         "T, where the ODE starts: z ~ N(0, T^2 I); probability_flow with a diffusers teacher: "
@@ -169,6 +181,20 @@ class StudentConfig:
     )
     blocks: int = _f(1, "unet: residual blocks per resolution", lo=1, hi=64)
     attention: bool = _f(True, "unet: self-attention at the lowest resolution")
+    normalise: bool = _f(
+        False,
+        "mlp: standardise the state and condition inputs by their per-dimension mean and std "
+        "(4096 draws of the system's own samplers, fixed seed)",
+    )
+    normalise_output: bool = _f(
+        False, "mlp: the output is mean + std * the network's, with the states' mean and std"
+    )
+    time: str = _f(
+        "raw",
+        "mlp: time input 'raw' (c_noise(t) of the system's parametrisation, Fourier "
+        "frequencies 1..64) or 'unit' (tau = (t - t_start)/(t_end - t_start), frequencies 1..16)",
+        choices=("raw", "unit"),
+    )
 
 
 @dataclass
@@ -216,6 +242,14 @@ class SchemeConfig:
 class LossConfig:
     distance: str = _f("l2", "distance in the system's target space", choices=DISTANCES)
     huber_c: float = _f(0.0, "pseudo-Huber c; 0 means 0.00054 sqrt(dim)", lo=0)
+    causal_eps: float = _f(
+        0.0,
+        "causal weighting (Wang, Sankaran & Perdikaris 2022): index i's loss is weighted by "
+        "exp(-(eps/N) sum_{k<i} R_k), R_k the running loss at index k over the residual scale "
+        "of the system; 0 = off (PID student only)",
+        lo=0,
+        hi=1e6,
+    )
 
 
 @dataclass
@@ -240,6 +274,7 @@ class OptimConfig:
     eps: float = _f(1e-8, "Adam epsilon", lo=0, lo_open=True)
     weight_decay: float = _f(0.0, "weight decay", lo=0)
     grad_clip: float = _f(0.0, "clip the gradient norm to this (0 = off)", lo=0)
+    foreach: bool = _f(False, "multi-tensor optimiser kernels (faster for small networks on a CPU)")
 
 
 @dataclass
@@ -275,6 +310,32 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the student and teacher networks")
     checkpoint_activations: bool = _f(
         False, "recompute the student's activations in the backward pass (saves memory)"
+    )
+    max_seconds: float = _f(
+        0.0,
+        "stop after this many seconds of training steps (validation, logging and checkpoints "
+        "not counted; 0 = no limit); a schedule then decays over whichever of iterations and "
+        "seconds runs out first",
+        lo=0,
+    )
+    clock: str = _f(
+        "wall",
+        "what train.max_seconds counts: 'wall' seconds or 'process' CPU seconds",
+        choices=("wall", "process"),
+    )
+    validate_every: int = _f(
+        0,
+        "iterations between validation checks (0 = off): the one-step student's relative error "
+        "on train.validate_n held-out states against the reference solution, and its ratio to "
+        "Euler with N - 1 steps (val_ratio), in metrics.jsonl and the progress bar",
+        lo=0,
+    )
+    validate_n: int = _f(256, "held-out initial states of the validation", lo=1, hi=10**6)
+    stop_at_ratio: float = _f(
+        0.0,
+        "stop once two consecutive validation checks read val_ratio <= this (0 = never; needs "
+        "train.validate_every)",
+        lo=0,
     )
 
 

@@ -30,6 +30,8 @@ def _closest(name: str, options: list[str]) -> str:
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin is dict:
+        return "a table"
     if origin is list:
         inner = _type_name(typing.get_args(tp)[0]).removeprefix("a ").removeprefix("an ")
         return f"a list of {'booleans' if inner == 'true or false' else inner + 's'}"
@@ -41,6 +43,17 @@ def _type_name(tp: Any) -> str:
 def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
     """Check ``value`` against type ``tp`` and the field's choices and range; return it typed."""
     origin = typing.get_origin(tp)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"'{key}' expects a table such as {{a = 1.0}}, got {_show(value)}")
+        bad = [k for k in value if not (isinstance(k, str) and k.isidentifier())]
+        if bad:
+            raise UserError(f"'{key}': {_show(bad[0])} is not a Python keyword argument name")
+        if not _plain(value):
+            raise UserError(f"'{key}' may hold numbers, strings, booleans, lists and tables only")
+        if len(value) > 64 or len(json.dumps(value)) > 65536:
+            raise UserError(f"'{key}' holds at most 64 entries and 64 kB")
+        return dict(value)
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -81,6 +94,17 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
     if hi is not None and value > hi:
         raise UserError(f"'{key}' must be <= {hi}, got {_show(value)}")
     return value
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Only what JSON and TOML both hold: numbers, strings, booleans, lists and tables."""
+    if depth > 8:
+        return False
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v, depth + 1) for v in value)
+    return isinstance(value, bool | int | float | str)
 
 
 def _show(value: Any) -> str:
@@ -152,6 +176,14 @@ def _check_consistency(cfg: Config, source: str) -> None:
         raise UserError(
             f"{source}: 'system.t_max' = {s.t_max:g} exceeds 1, where the flow-matching "
             "interpolation (1 - t) x0 + t eps is pure noise; set system.t_max = 1.0"
+        )
+    if cfg.train.stop_at_ratio > 0 and not cfg.train.validate_every:
+        raise UserError(
+            f"{source}: 'train.stop_at_ratio' needs validation checks: set 'train.validate_every'"
+        )
+    if cfg.loss.causal_eps > 0 and cfg.student.kind != "pid":
+        raise UserError(
+            f"{source}: 'loss.causal_eps' is for the PID student (student.kind = 'pid')"
         )
     if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
         raise UserError(f"{source}: 'optim.betas' expects two numbers in [0, 1)")
@@ -231,9 +263,16 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read, override and validate a recipe."""
+    """Read, override and validate a recipe.
+
+    A 'module:ClassName' system without ``system.path`` gets the recipe's folder (absolute),
+    where its module is looked for first.
+    """
     raw = apply_overrides(read_recipe(path), overrides or [])
-    return from_dict(raw, source=str(path))
+    cfg = from_dict(raw, source=str(path))
+    if ":" in cfg.system.kind and not cfg.system.path:
+        cfg.system.path = str(resolve_recipe(path).resolve().parent)
+    return cfg
 
 
 def to_toml(cfg: Config) -> str:
@@ -246,6 +285,10 @@ def to_toml(cfg: Config) -> str:
             return json.dumps(v)
         if isinstance(v, list):
             return "[" + ", ".join(fmt(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{json.dumps(k)} = {fmt(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, float) and not math.isfinite(v):
+            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
         return repr(v)
 
     lines = []

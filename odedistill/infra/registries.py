@@ -8,8 +8,8 @@ schemes, grids and distances have registries of their own beside their implement
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -17,14 +17,17 @@ import torch
 from torch import nn
 
 from odedistill.errors import UserError
+from odedistill.infra.user_systems import SystemKind, SystemRegistry, construct
+from odedistill.models.boundary import default_parametrisation
 from odedistill.models.nets import MLP, SmallUNet
-from odedistill.models.parametrisation import Parametrisation
+from odedistill.models.parametrisation import Parametrisation, UnitTime
 from odedistill.registry import Registry
 from odedistill.systems.base import ODESystem
 from odedistill.systems.flow_matching import FlowMatchingODE
 from odedistill.systems.linear import LinearODE
 from odedistill.systems.pendulum import DampedPendulum
 from odedistill.systems.probability_flow import ProbabilityFlowODE
+from odedistill.systems.scale import input_statistics
 from odedistill.teachers.architectures import (
     EDM_PRETRAINED_URL,
     edm_architecture,
@@ -148,15 +151,7 @@ def build_teacher(cfg: Config, device: torch.device) -> Teacher:
 
 
 # -------------------------------------------------------------------------------- systems
-@dataclass(frozen=True)
-class SystemKind:
-    """How to build one kind of system: from the config and, if it has one, its teacher."""
-
-    build: Callable[[Config, Teacher | None], ODESystem]
-    needs_teacher: bool = False
-
-
-SYSTEMS: Registry[SystemKind] = Registry("system")
+SYSTEMS = SystemRegistry("system")
 
 
 def _probability_flow(cfg: Config, teacher: Teacher | None) -> ODESystem:
@@ -194,10 +189,14 @@ SYSTEMS.register(
     "system.t_max (<= 1) down to system.t_min (>= 0)",
 )
 SYSTEMS.register(
-    "linear", SystemKind(lambda cfg, teacher: LinearODE()), help="LinearODE, a decaying spiral"
+    "linear",
+    SystemKind(lambda cfg, teacher: construct(LinearODE, cfg.system.args, "'linear'")),
+    help="LinearODE, a decaying spiral",
 )
 SYSTEMS.register(
-    "pendulum", SystemKind(lambda cfg, teacher: DampedPendulum()), help="DampedPendulum"
+    "pendulum",
+    SystemKind(lambda cfg, teacher: construct(DampedPendulum, cfg.system.args, "'pendulum'")),
+    help="DampedPendulum",
 )
 
 
@@ -207,6 +206,11 @@ def build_system(cfg: Config, device: torch.device, teacher: Teacher | None = No
     ``teacher`` overrides that (a shapes-only ``Teacher`` rebuilds a system without its teacher).
     """
     kind = SYSTEMS.get(cfg.system.kind)
+    if cfg.system.args and kind.needs_teacher:
+        raise UserError(
+            f"system.args is for a 'module:ClassName', 'pendulum' or 'linear' system, not "
+            f"{cfg.system.kind!r}; its settings are system.t_max, system.t_min and [teacher]"
+        )
     if kind.needs_teacher and teacher is None:
         teacher = build_teacher(cfg, device)
     return kind.build(cfg, teacher)
@@ -235,14 +239,26 @@ def _two_times(cfg: Config) -> dict[str, bool]:
 
 def _mlp(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet:
     st = cfg.student
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         state_shape=list(system.state_shape),
         width=st.width,
         depth=st.depth,
         label_dim=system.label_dim,
         **_two_times(cfg),
     )
-    return StudentNet(MLP(**kwargs), {"class": "MLP", "kwargs": kwargs})
+    param = None
+    if st.time == "unit":
+        kwargs["max_freq"] = 16.0
+        base = default_parametrisation(system)
+        param = dataclasses.replace(base, c_noise=UnitTime(system.t_start, system.t_end))
+    stats = input_statistics(system) if st.normalise or st.normalise_output else None
+    if stats is not None and st.normalise:
+        kwargs.update(x_mean=stats.x_mean, x_std=stats.x_std)
+        if system.label_dim and stats.c_mean is not None:
+            kwargs.update(c_mean=stats.c_mean, c_std=stats.c_std)
+    if stats is not None and st.normalise_output:
+        kwargs.update(out_mean=stats.x_mean, out_std=stats.x_std)
+    return StudentNet(MLP(**kwargs), {"class": "MLP", "kwargs": kwargs}, param)
 
 
 def _unet(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet:

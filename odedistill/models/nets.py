@@ -51,6 +51,33 @@ def second_time_embedding(dim: int) -> FourierTimeEmbedding:
     return emb
 
 
+class Standardise(nn.Module):
+    """(v - mean) / std per column, and back, with fixed buffers."""
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return (v - self.mean.to(v.dtype)) / self.std.to(v.dtype)
+
+    def inverse(self, u: torch.Tensor) -> torch.Tensor:
+        return self.mean.to(u.dtype) + self.std.to(u.dtype) * u
+
+
+def _standardiser(
+    mean: list[float] | None, std: list[float] | None, dim: int, what: str
+) -> Standardise | None:
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None or len(mean) != dim or len(std) != dim:
+        raise ValueError(f"{what}_mean and {what}_std need {dim} values each")
+    if not all(s > 0 for s in std):
+        raise ValueError(f"{what}_std must be positive")
+    return Standardise(list(mean), list(std))
+
+
 class MLP(nn.Module):
     """Residual MLP on flattened states with an additive time (and class) embedding.
 
@@ -62,6 +89,12 @@ class MLP(nn.Module):
         two_times: add a second time input ``noise_labels_s`` (a flow map's source time),
             embedded by its own branch that starts at zero; built last, so the other
             weights are those of the one-time network of the same seed.
+        max_freq: the largest of the 32 Fourier frequencies of the time input (rad per unit).
+        x_mean, x_std: standardise the flattened state input, (x - x_mean) / x_std (None: as is).
+        c_mean, c_std: the same for the condition (any (B, k) float tensor, class labels
+            included).
+        out_mean, out_std: the output is out_mean + out_std * (the last layer's), so a network
+            at initialisation answers states of the data's scale (None: as is).
     """
 
     def __init__(
@@ -71,12 +104,19 @@ class MLP(nn.Module):
         depth: int = 4,
         label_dim: int = 0,
         two_times: bool = False,
+        max_freq: float = 64.0,
+        x_mean: list[float] | None = None,
+        x_std: list[float] | None = None,
+        c_mean: list[float] | None = None,
+        c_std: list[float] | None = None,
+        out_mean: list[float] | None = None,
+        out_std: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.state_shape = tuple(state_shape)
         d = math.prod(self.state_shape)
         self.inp = nn.Linear(d, width)
-        self.emb = FourierTimeEmbedding(width)
+        self.emb = FourierTimeEmbedding(width, max_freq=max_freq)
         self.label = nn.Linear(label_dim, width, bias=False) if label_dim else None
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, width))
@@ -84,6 +124,9 @@ class MLP(nn.Module):
         )
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, d))
         self.emb_s = second_time_embedding(width) if two_times else None
+        self.x_norm = _standardiser(x_mean, x_std, d, "x")
+        self.c_norm = _standardiser(c_mean, c_std, label_dim, "c")
+        self.out_scale = _standardiser(out_mean, out_std, d, "out")
 
     def forward(
         self,
@@ -92,11 +135,17 @@ class MLP(nn.Module):
         class_labels: torch.Tensor | None = None,
         noise_labels_s: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if self.c_norm is not None and class_labels is not None:
+            class_labels = self.c_norm(class_labels)
         emb = _embedding(self, noise_labels, class_labels, noise_labels_s)
-        h = self.inp(x.reshape(x.shape[0], -1)) + emb
+        h = x.reshape(x.shape[0], -1)
+        h = self.inp(h if self.x_norm is None else self.x_norm(h)) + emb
         for block in self.blocks:
             h = h + block(h + emb)
-        return self.out(h).reshape(x.shape)
+        out = self.out(h)
+        if self.out_scale is not None:
+            out = self.out_scale.inverse(out)
+        return out.reshape(x.shape)
 
 
 class _ResBlock(nn.Module):

@@ -59,6 +59,23 @@ class IdentityTime(TimeMap):
         return t
 
 
+class UnitTime(TimeMap):
+    """c_noise(t) = (t − t_start)/(t_end − t_start): the fraction of the interval, 0 … 1."""
+
+    kind = "unit"
+
+    def __init__(self, t_start: float, t_end: float) -> None:
+        self.t_start, self.t_end = float(t_start), float(t_end)
+        if self.t_end == self.t_start:
+            raise UserError("a unit time map needs t_end != t_start")
+
+    def params(self) -> dict[str, Any]:
+        return {"t_start": self.t_start, "t_end": self.t_end}
+
+    def __call__(self, t: Tensor) -> Tensor:
+        return (t - self.t_start) / (self.t_end - self.t_start)
+
+
 class EDMNoise(TimeMap):
     """c_noise(σ) = ln(σ)/4 (EDM)."""
 
@@ -176,6 +193,7 @@ MAPS: dict[str, type[TimeMap]] = {
     cls.kind: cls
     for cls in (
         IdentityTime,
+        UnitTime,
         EDMNoise,
         VPNoise,
         VENoise,

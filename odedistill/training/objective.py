@@ -1,4 +1,4 @@
-"""The module DistributedDataParallel wraps: the per-sample PID loss of the student, in the run's precision."""
+"""The module DistributedDataParallel wraps: the per-sample PID loss of the student, in the run's precision (causally weighted with loss.causal_eps)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from odedistill.errors import UserError
 from odedistill.infra.build import Session
 from odedistill.infra.noise import Indices, pid_indices
 from odedistill.infra.precision import Precision
-from odedistill.loss import pid_loss
+from odedistill.loss import CausalWeights, pid_loss
 from odedistill.models.base import TrajectoryModel
 from odedistill.models.flowmap import FlowMap
 from odedistill.schemes.base import ResidualScheme
 from odedistill.systems.base import ODESystem
+from odedistill.systems.scale import residual_scale
 from odedistill.training.flowmap import FlowMapObjective, flowmap_indices
 
 
@@ -33,10 +34,12 @@ class PIDObjective(nn.Module):
         distance: Distance,
         grid: torch.Tensor,
         precision: Precision,
+        causal: CausalWeights | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self._parts = (system, scheme, distance, grid, precision)
+        self.causal = causal
 
     def forward(
         self, z: torch.Tensor, idx: torch.Tensor, cond: torch.Tensor | None = None
@@ -44,8 +47,8 @@ class PIDObjective(nn.Module):
         system, scheme, distance, grid, precision = self._parts
         losses = pid_loss(
             self.model, system, scheme, distance, grid, z, idx, cond, autocast=precision.autocast
-        )
-        return losses.float()
+        ).float()
+        return losses if self.causal is None else self.causal(idx, losses)
 
 
 def make_objective(
@@ -68,7 +71,12 @@ def make_objective(
             ema=ema,
         )
         return objective, flowmap_indices(f.p_T, f.steps, f.sources)
+    causal = None
+    if session.cfg.loss.causal_eps > 0:
+        system = session.system
+        f2 = residual_scale(system, 64 if system.is_image else 4096, device=session.device)
+        causal = CausalWeights(session.grid.shape[0], session.cfg.loss.causal_eps, f2)
     objective = PIDObjective(
-        session.model, session.system, session.scheme, distance, session.grid, precision
+        session.model, session.system, session.scheme, distance, session.grid, precision, causal
     )
     return objective, pid_indices

@@ -21,7 +21,6 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from odedistill._io import atomic_write_json
 from odedistill.errors import Interrupted, TrainingDiverged, UserError
 from odedistill.infra import distributed
 from odedistill.infra.build import (
@@ -41,14 +40,16 @@ from odedistill.infra.checkpoint import (
     save_checkpoint,
     verify_weights,
 )
-from odedistill.infra.machine import machine_info, peak_memory_gib
+from odedistill.infra.machine import peak_memory_gib
 from odedistill.infra.noise import NoiseStreams, capture_rng, restore_rng
 from odedistill.infra.precision import Precision, prepare_networks
 from odedistill.infra.progress import progress_bar
+from odedistill.loss import CausalWeights
 from odedistill.training import monitor
-from odedistill.training.log import MetricsLog
+from odedistill.training.log import MetricsLog, write_run_info
 from odedistill.training.objective import make_objective
 from odedistill.training.signals import stop_on_signals
+from odedistill.training.validation import Validation
 
 # The student's buffers (resampling filters, Fourier frequencies) are constants: DDP need not
 # broadcast them before every forward. The keyword changed name in PyTorch 2.12.
@@ -114,6 +115,17 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.log = MetricsLog(self.run_dir, enabled=False)  # the open metrics.jsonl during run()
         self.window = {"loss_sum": 0.0, "loss_n": 0}  # the losses since the last metrics line
+        self.train_seconds = 0.0  # train.clock seconds spent in training steps
+        self.clock = time.process_time if tc.clock == "process" else time.perf_counter
+        self.status = {"val": "-"}  # the progress bar's validation field
+        self.stop_reason: str | None = None  # set by a hook (or the time budget) to stop early
+        self.validation = Validation(session) if tc.validate_every else None
+        self.hooks += [self.validation] if self.validation is not None else []
+
+    def causal_weights(self) -> CausalWeights | None:
+        """The objective's causal weights (loss.causal_eps), if any."""
+        objective = getattr(self.objective, "module", self.objective)
+        return getattr(objective, "causal", None)
 
     def noise_streams(self) -> NoiseStreams:
         """This process's noise: stream ``rank`` of ``world_size``."""
@@ -134,7 +146,13 @@ class Trainer:
             "config": json.dumps(self.cfg.to_dict()),
             "student": json.dumps(s.student_spec),
             "log_window": dict(self.window),
+            "train_seconds": self.train_seconds,
         }
+        if self.validation is not None:
+            state["val_streak"] = self.validation.streak
+        causal = self.causal_weights()
+        if causal is not None:
+            state["causal"] = causal.state_dict()
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         if self.dist.enabled:
@@ -157,6 +175,12 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"{where} does not fit this run ({first})") from None
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        if self.validation is not None:
+            self.validation.streak = int(state.get("val_streak", 0))
+        causal = self.causal_weights()
+        if causal is not None and "causal" in state:
+            causal.load_state_dict(state["causal"])
         window = state.get("log_window") or {}
         self.window = {
             "loss_sum": float(window.get("loss_sum", 0.0)),
@@ -223,7 +247,7 @@ class Trainer:
     def optimizer_step(self) -> None:
         """One optimiser step at the scheduled learning rate (through the loss scaler for
         fp16), then the EMA updates."""
-        lr = learning_rate(self.cfg, self.step)
+        lr = learning_rate(self.cfg, self.step, self.train_seconds)
         for group in self.opt.param_groups:
             group["lr"] = lr
         if self.scaler is None:
@@ -250,25 +274,7 @@ class Trainer:
         )
 
     def write_run_info(self) -> Path:
-        tc, s = self.cfg.train, self.session
-        info = machine_info(
-            s.device,
-            world_size=self.dist.world_size,
-            precision=tc.precision,
-            autocast_dtype=None if self.precision.dtype is None else str(self.precision.dtype),
-            grad_scaler=self.scaler is not None,
-            tf32=bool(tc.tf32 and s.device.type == "cuda"),
-            channels_last=tc.channels_last,
-            compile=tc.compile,
-            checkpoint_activations=tc.checkpoint_activations,
-            batch=tc.batch,
-            batch_per_process=self.share,
-            micro_batch=self.micro,
-            accumulation_steps=-(-self.share // self.micro),
-            start_step=self.step,
-            parameters=sum(p.numel() for p in s.model.parameters()),
-        )
-        return atomic_write_json(self.run_dir / "run_info.json", info)
+        return write_run_info(self)
 
     def check_finite(self) -> None:
         """Raise ``TrainingDiverged`` unless every set of weights is finite and maps a fixed
@@ -307,6 +313,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fields = ["{task.fields[speed]} it/s {task.fields[throughput]} samples/s"]
         fields += ["loss {task.fields[loss]}", "mem {task.fields[mem]}"]
+        fields += ["val {task.fields[val]}"] if tc.validate_every else []
         bar = progress_bar(show_progress and main, fields, console)
         if main:
             remove_stale_temps(self.run_dir)
@@ -319,14 +326,19 @@ class Trainer:
                 "distilling",
                 total=total,
                 completed=self.step,
-                **dict.fromkeys(("speed", "throughput", "loss", "mem"), "-"),
+                **dict.fromkeys(("speed", "throughput", "loss", "mem", "val"), "-"),
             )
             while self.step < total:
+                tick = self.clock()
                 loss = self.train_step()
                 value = float(loss)
                 if not torch.isfinite(loss):
                     raise self._diverged(f"loss became {value} at step {self.step + 1}")
                 self.optimizer_step()
+                seconds = torch.tensor([self.clock() - tick], device=loss.device)
+                self.train_seconds += float(distributed.mean_over_ranks(seconds))  # one schedule
+                if tc.max_seconds and self.train_seconds >= tc.max_seconds:
+                    self.stop_reason = f"train.max_seconds = {tc.max_seconds:g} reached"
                 self.window["loss_sum"] += value
                 self.window["loss_n"] += 1
                 for hook in self.hooks:
@@ -343,6 +355,7 @@ class Trainer:
                         "samples_per_s": rate * tc.batch,
                         **({"images_per_s": rate * tc.batch} if s.system.is_image else {}),
                         "elapsed_s": now - t_start,
+                        "train_seconds": self.train_seconds,
                         "eta_s": (total - self.step) / max(rate, 1e-9),
                         "lr": self.opt.param_groups[0]["lr"],
                         "peak_mem_gib": mem,
@@ -361,14 +374,21 @@ class Trainer:
                     t_last, step_last = now, self.step
                 if self.step % tc.log_every == 0 or self.step == total:
                     self.window = {"loss_sum": 0.0, "loss_n": 0}
-                bar.update(task, completed=self.step)
+                bar.update(task, completed=self.step, val=self.status["val"])
                 if main and tc.sample_every and self.step % tc.sample_every == 0:
                     self.write_samples()
-                saved = self.step % tc.checkpoint_every == 0 or self.step == total
+                halt = distributed.any_over_ranks(self.stop_reason is not None)
+                saved = self.step % tc.checkpoint_every == 0 or self.step == total or halt
                 if saved:
                     path = self.save()
                     for hook in self.hooks:
                         hook.after_checkpoint(self, path)
+                if halt:
+                    reason = self.stop_reason or "another rank"
+                    log.write(
+                        {"step": self.step, "stopped": reason, "train_seconds": self.train_seconds}
+                    )
+                    break
                 if distributed.any_over_ranks(stop.signum is not None):
                     path = self.last_checkpoint if saved else self.save()
                     signum = stop.signum or signal.SIGTERM

@@ -1,0 +1,119 @@
+"""A user's own ODE in a recipe: ``[system] kind = "package.module:ClassName"`` with ``[system.args]``.
+
+Naming a module runs that module's code (its import), as ``python -c "import package.module"``
+would: use recipes from people you trust. The module is looked for first in ``system.path``
+(the recipe's folder unless set), then on the Python path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from odedistill.errors import UserError
+from odedistill.registry import Registry
+from odedistill.systems.base import ODESystem
+
+if TYPE_CHECKING:
+    from odedistill.infra.config import Config
+    from odedistill.infra.registries import Teacher
+
+#: 'package.module:ClassName'
+USER_KIND = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+@dataclass(frozen=True)
+class SystemKind:
+    """How to build one kind of system: from the config and, if it has one, its teacher."""
+
+    build: Callable[[Config, Teacher | None], ODESystem]
+    needs_teacher: bool = False
+
+
+@contextlib.contextmanager
+def _searched_first(folder: str) -> Iterator[None]:
+    """``folder`` at the front of sys.path while importing (left as it was afterwards)."""
+    if not folder:
+        yield
+        return
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
+
+
+def import_system_class(kind: str, path: str = "") -> type[ODESystem]:
+    """The class a 'package.module:ClassName' names; a one-line ``UserError`` when it cannot be had."""
+    module_name, _, qualname = kind.partition(":")
+    where = f" (searched {path} and the Python path)" if path else " (searched the Python path)"
+    with _searched_first(path):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            missing = e.name or module_name
+            raise UserError(
+                f"system.kind = {kind!r}: cannot import module {missing!r}{where}"
+            ) from None
+        except Exception as e:  # the user's module failed while running
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise UserError(
+                f"system.kind = {kind!r}: importing module {module_name!r} failed: "
+                f"{type(e).__name__}: {first}"
+            ) from None
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise UserError(
+                f"system.kind = {kind!r}: module {module_name!r} has no class {qualname!r}"
+            )
+    if not (isinstance(obj, type) and issubclass(obj, ODESystem)):
+        raise UserError(
+            f"system.kind = {kind!r}: {qualname!r} in {module_name!r} is not an "
+            "odedistill.ODESystem subclass"
+        )
+    return obj
+
+
+def construct(cls: type[ODESystem], args: dict[str, Any], what: str) -> ODESystem:
+    """``cls(**args)``, with a bad argument reported in one line."""
+    try:
+        return cls(**args)
+    except (TypeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise UserError(f"system {what} with system.args {args}: {first}") from None
+
+
+def _user_system(cfg: Config, teacher: Teacher | None) -> ODESystem:
+    s = cfg.system
+    system = construct(import_system_class(s.kind, s.path), s.args, repr(s.kind))
+    for attr in ("t_start", "t_end", "state_shape"):
+        if not hasattr(system, attr):
+            raise UserError(f"system {s.kind!r} does not set {attr} in its __init__")
+    return system
+
+
+class SystemRegistry(Registry[SystemKind]):
+    """The registered systems, plus any 'package.module:ClassName' (imported when built)."""
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or (isinstance(name, str) and bool(USER_KIND.match(name)))
+
+    def get(self, name: str) -> SystemKind:
+        if isinstance(name, str) and USER_KIND.match(name) and not super().__contains__(name):
+            return SystemKind(_user_system)
+        return super().get(name)
+
+    def describe(self) -> str:
+        return (
+            super().describe()
+            + ", or 'package.module:ClassName': your own ODESystem subclass, built with "
+            "[system.args] (importing the module runs its code; docs/custom_ode.md)"
+        )
