@@ -202,7 +202,10 @@ def scheme_cost(
                 for _ in range(s.cost_warmup):
                     _step(tr)
                 evals[name] = measured_evaluations(tr)
-                memory[name], method = step_peak_memory(tr, device)
+                if s.cost_memory:
+                    memory[name], method = step_peak_memory(tr, device)
+                else:  # starting torch's CPU profiler alone can take a minute
+                    memory[name], method = None, "not measured (cost_memory off)"
             times: dict[str, list[float]] = {name: [] for name in trainers}
             for r in range(s.cost_repeats):  # interleave, rotating who goes first
                 k = r % len(names)

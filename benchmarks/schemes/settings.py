@@ -70,6 +70,7 @@ class BenchSettings:
     cost_warmup: int = 2  # iterations before timing, per scheme
     cost_repeats: int = 5  # interleaved timing rounds
     cost_iters: int = 10  # iterations per round
+    cost_memory: bool = True  # peak step memory (on the CPU through torch's profiler)
     # 4. stability on images
     stab_iterations: int = 1000
     stab_batch: int = 64
@@ -104,6 +105,7 @@ class BenchSettings:
             cost_warmup=1,
             cost_repeats=3,
             cost_iters=3,
+            cost_memory=False,
             stab_iterations=40,
             stab_batch=16,
             stab_channels=8,
