@@ -105,5 +105,5 @@ class SuiteSettings:
             ablation_budget=0.5,
             variants=["defaults", "upwind"],
             test_n=64,
-            validate_every=40,
+            validate_every=5,  # a check even where a step takes 100 ms (1 s budget)
         )
