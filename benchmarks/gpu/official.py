@@ -25,6 +25,7 @@ import importlib
 import importlib.util
 import sys
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,18 @@ _STAND_INS: dict[str, dict[str, Any]] = {
     "torchvision": {"transforms": None},
     "torchvision.transforms": {"RandomCrop": None},
 }
+
+
+#: their modules the step uses
+SUBMODULES = (
+    "script_util",
+    "karras_diffusion",
+    "train_util",
+    "fp16_util",
+    "nn",
+    "logger",
+    "resample",
+)
 
 
 def _missing(name: str) -> bool:
@@ -83,17 +96,11 @@ def load_official(path: Path) -> tuple[types.ModuleType, list[str]]:
         stood_in.append(name)
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
-    cm = importlib.import_module("cm")
-    for sub in (
-        "script_util",
-        "karras_diffusion",
-        "train_util",
-        "fp16_util",
-        "nn",
-        "logger",
-        "resample",
-    ):
-        importlib.import_module(f"cm.{sub}")
+    with warnings.catch_warnings():  # their network's softmax is a torch.jit.script
+        warnings.simplefilter("ignore", DeprecationWarning)
+        cm = importlib.import_module("cm")
+        for sub in SUBMODULES:
+            importlib.import_module(f"cm.{sub}")
     return cm, sorted(set(n.split(".")[0] for n in stood_in))
 
 

@@ -78,7 +78,7 @@ def spawn(name: str, a: argparse.Namespace, work: Path, budget: float) -> dict[s
     cmd += ["--official", str(a.official)] if a.official else []
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     status: dict[str, Any] = {}
     with log_path.open("w") as logf:
         p = subprocess.Popen(
@@ -95,6 +95,7 @@ def spawn(name: str, a: argparse.Namespace, work: Path, budget: float) -> dict[s
     except ProcessLookupError:
         pass
     status["wall_s"] = time.perf_counter() - t0
+    status["cpu_s"] = _cpu_seconds() - c0
     status["returncode"] = p.returncode
     try:
         data = json.loads(res_path.read_text())
@@ -115,7 +116,7 @@ def in_process(
 ) -> dict[str, Any]:
     """Run one part in this process (the dry run's test: no interpreter start-up per part)."""
     res_path = work / f"part_{name}.json"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     status: dict[str, Any] = {"status": "ok", "in_process": True}
     try:
         run_part(name, settings, a, res_path, budget)
@@ -123,12 +124,24 @@ def in_process(
         text = str(e).strip().splitlines()
         status["status"] = f"failed: {type(e).__name__}: {text[0][:300] if text else ''}"
     status["wall_s"] = time.perf_counter() - t0
+    status["cpu_s"] = _cpu_seconds() - c0
     try:
         data = json.loads(res_path.read_text())
     except (OSError, json.JSONDecodeError):
         data = {}
     print(f"[{name}] {status['status']} ({status['wall_s']:.0f} s)", file=sys.stderr)
     return {**status, "results": data}
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended."""
+    import resource
+
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main(argv: list[str] | None = None) -> None:
