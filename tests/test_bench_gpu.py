@@ -18,14 +18,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.gpu.measure import Deadline, PartLog
 from benchmarks.gpu.run import main
 from benchmarks.gpu.settings import DRY_RUN, PARTS
+from benchmarks.gpu.steps import Candidate, alternate
 from odedistill.schemes import SCHEMES
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = Path(os.environ.get("ODEDISTILL_OFFICIAL_PID", ROOT / ".official" / "pid_diffusion"))
 HAVE_OFFICIAL = (OFFICIAL / "cm" / "karras_diffusion.py").is_file()
 
+
+# the official network's softmax is a torch.jit.script function
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+)
 
 IN_PROCESS = [p for p in PARTS if p != "fid"]
 
@@ -146,3 +153,23 @@ def test_cuda_without_a_gpu_is_one_line_and_exit_2(tmp_path, capsys):
         "error: --device cuda but no CUDA GPU is visible; use --dry-run for the CPU check"
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failing_configuration_is_recorded_and_the_others_are_timed():
+    steps = []
+    good = Candidate("good", lambda: steps.append(1), 2, lambda: [torch.zeros(4)])
+    bad = Candidate("bad", lambda: 1 / 0, 2, list)
+    res = alternate(
+        [bad, good],
+        DRY_RUN,
+        torch.device("cpu"),
+        Deadline(60),
+        PartLog(None),
+        "k",
+        {"unbuilt": "ValueError: no network"},
+    )
+    assert res["unbuilt"] == {"error": "ValueError: no network"}
+    assert res["bad"]["error"] == "ZeroDivisionError: division by zero"
+    timed = DRY_RUN.rounds * DRY_RUN.steps
+    assert len(res["good"]["times_s"]) == timed and len(steps) == DRY_RUN.warmup + timed
+    assert res["good"]["images_per_s"] > 0 and res["good"]["resident_gib"] == 16 / 2**30

@@ -24,17 +24,14 @@ from benchmarks.gpu.steps import (
     CIFAR_FLOWMAP,
     Candidate,
     alternate,
+    first_line,
+    guarded,
     our_resident,
     our_step,
     our_trainer,
 )
 
 BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 def sdpa_probe(device: torch.device, shape: tuple[int, ...], reps: int = 10) -> dict[str, Any]:
@@ -62,9 +59,17 @@ def sdpa_probe(device: torch.device, shape: tuple[int, ...], reps: int = 10) -> 
                     rec[what] = "ok"
                     rec[f"{what}_ms"] = 1e3 * median(time_call(fn, device) for _ in range(reps))
             except Exception as e:  # a backend refusing the call or the mode is the finding
-                rec[what] = _first_line(e)
+                rec[what] = first_line(e)
         out[name] = rec
     return out
+
+
+def _in_math_attention(step):
+    def run() -> None:
+        with sdpa_kernel(SDPBackend.MATH):
+            step()
+
+    return run
 
 
 def part_schemes(settings: Settings, log: PartLog, dl: Deadline) -> None:
@@ -74,40 +79,42 @@ def part_schemes(settings: Settings, log: PartLog, dl: Deadline) -> None:
     log.put("sdpa", sdpa_probe(device, settings.sdpa_shape))
     tmp = Path(tempfile.mkdtemp(prefix="odedistill-gpu-"))
     precision = settings.scheme_precision
-    cands = []
+    cands: list[Candidate] = []
+    failed: dict[str, str] = {}
 
-    def add(name: str, trainer, wrap=None, **info: Any) -> None:
+    def add(name: str, build_args: tuple, math_attention: bool = False, **info: Any) -> None:
+        trainer = guarded(failed, name, our_trainer, settings, *build_args)
+        if trainer is None:
+            return
         step = our_step(trainer)
-        if wrap is not None:
-            inner = step
-
-            def step() -> None:
-                with wrap():
-                    inner()
-
+        if math_attention:
+            step = _in_math_attention(step)
         cands.append(
             Candidate(
                 name,
                 step,
                 settings.batch,
-                lambda t=trainer: our_resident(t),
+                lambda: our_resident(trainer),
                 info={"precision": precision, **info},
             )
         )
 
     for scheme in SCHEMES.names():
-        trainer = our_trainer(settings, tmp / scheme, precision, (f"scheme.kind={scheme}",))
-        add(scheme, trainer, scheme=scheme)
-    upwind_math = our_trainer(settings, tmp / "upwind_math", precision)
+        over = (f"scheme.kind={scheme}",)
+        add(scheme, (tmp / scheme, precision, over), scheme=scheme)
     add(
         "upwind, math attention",
-        upwind_math,
-        wrap=lambda: sdpa_kernel(SDPBackend.MATH),
+        (tmp / "upwind_math", precision),
+        math_attention=True,
         scheme="upwind",
     )
-    flowmap = our_trainer(settings, tmp / "flowmap", precision, recipe=CIFAR_FLOWMAP)
-    add("flow map (upwind)", flowmap, scheme="upwind", student="flowmap")
-    res = alternate(cands, settings, device, dl, log, "configs")
+    add(
+        "flow map (upwind)",
+        (tmp / "flowmap", precision, (), CIFAR_FLOWMAP),
+        scheme="upwind",
+        student="flowmap",
+    )
+    res = alternate(cands, settings, device, dl, log, "configs", failed)
     up = res.get("upwind", {}).get("seconds_per_iteration")
     ratios = {}
     for name, r in res.items():

@@ -147,32 +147,59 @@ def alternate(
     deadline: Deadline,
     log: PartLog,
     key: str,
+    failed: dict[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Warm every candidate up, then time alternating rounds until done or out of time."""
-    results: dict[str, dict[str, Any]] = {}
+    """Warm every candidate up, then time alternating rounds until done or out of time.
+
+    A candidate whose step raises is recorded with its error (``failed`` holds those that
+    could not even be built) and left out of the later rounds; the others go on.
+    """
+    results: dict[str, dict[str, Any]] = {n: {"error": e} for n, e in (failed or {}).items()}
+    live = []
     for c in candidates:
-        results[c.name] = warm_up(c, settings, device)
-        results[c.name]["resident_gib"] = gib(tensor_bytes(c.resident()))
-        results[c.name]["times_s"] = []
+        try:
+            results[c.name] = warm_up(c, settings, device)
+            results[c.name]["resident_gib"] = gib(tensor_bytes(c.resident()))
+            results[c.name]["times_s"] = []
+            live.append(c)
+        except Exception as e:  # recorded; the other candidates still run
+            results[c.name] = {"error": first_line(e), **c.info}
         log.put(key, results)
-    peaks = {c.name: PeakMemory(device) for c in candidates}
+    peaks = {c.name: PeakMemory(device) for c in live}
     for r in range(settings.rounds):
         per_round = sum(
-            median(results[c.name]["times_s"] or results[c.name]["warmup_s"][-1:])
-            for c in candidates
+            median(results[c.name]["times_s"] or results[c.name]["warmup_s"][-1:]) for c in live
         )
         if r > 0 and deadline.left() < 1.5 * per_round * settings.steps:
             log.note(f"{key}: stopped after {r} round(s), the part's time was running out")
             break
-        order = candidates[r % len(candidates) :] + candidates[: r % len(candidates)]
+        order = live[r % max(len(live), 1) :] + live[: r % max(len(live), 1)]
         for c in order:
-            with tf32_flags(*c.tf32), peaks[c.name]:
-                for _ in range(settings.steps):
-                    results[c.name]["times_s"].append(time_call(c.step, device))
-        for c in candidates:
+            try:
+                with tf32_flags(*c.tf32), peaks[c.name]:
+                    for _ in range(settings.steps):
+                        results[c.name]["times_s"].append(time_call(c.step, device))
+            except Exception as e:
+                results[c.name]["error"] = first_line(e)
+                live.remove(c)
+        for c in live:
             summarise(results[c.name], peaks[c.name], device)
         log.put(key, results)
     return results
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
+
+
+def guarded(failed: dict[str, str], name: str, build: Callable[..., Any], *args, **kw) -> Any:
+    """``build(*args, **kw)``, or None with its error recorded under ``name`` in ``failed``."""
+    try:
+        return build(*args, **kw)
+    except Exception as e:
+        failed[name] = first_line(e)
+        return None
 
 
 def summarise(res: dict[str, Any], peak: PeakMemory, device: torch.device) -> None:

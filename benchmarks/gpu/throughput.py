@@ -19,6 +19,7 @@ from benchmarks.gpu.settings import SPEC_PEAK_TFLOPS, Settings
 from benchmarks.gpu.steps import (
     Candidate,
     alternate,
+    guarded,
     our_resident,
     our_step,
     our_trainer,
@@ -51,70 +52,74 @@ def add_mfu(res: dict[str, Any], precision: str, measured_tflops: float | None) 
         res["mfu_measured_matmul"] = tflops / measured_tflops
 
 
+def _ours(settings: Settings, run_dir: Path, name: str, precision: str, tf32) -> Candidate:
+    trainer = our_trainer(settings, run_dir, precision)
+    return Candidate(
+        name,
+        our_step(trainer),
+        settings.batch,
+        lambda: our_resident(trainer),
+        tf32=tf32,
+        info={
+            "code": "odedistill",
+            "precision": precision,
+            "parameters": sum(p.numel() for p in trainer.session.model.parameters()),
+        },
+    )
+
+
+def _theirs(settings: Settings, cm, run_dir: Path, name: str, tf32) -> Candidate:
+    from benchmarks.gpu.official import OfficialStep
+
+    theirs = OfficialStep(
+        cm, settings.official, settings.batch, torch.device(settings.device), run_dir
+    )
+    info = {"code": "pid_diffusion", "precision": "fp32", "parameters": theirs.parameters()}
+    return Candidate(name, theirs.step, settings.batch, theirs.resident_tensors, tf32, info=info)
+
+
 def part_official(settings: Settings, official: Path | None, log: PartLog, dl: Deadline) -> None:
     """Ours (fp32, fp32 with TF32, bf16) against theirs (fp32; fp32 with PyTorch's defaults)."""
     device = torch.device(settings.device)
     tmp = Path(tempfile.mkdtemp(prefix="odedistill-gpu-"))
-    cands = []
+    cands, failed = [], {}
+    cuda = device.type == "cuda"
     for name, precision, tf32 in (
         ("ours fp32", "fp32", (False, False)),
         ("ours fp32 + TF32", "fp32", (True, True)),
         ("ours bf16", "bf16", (False, False)),
     ):
-        if device.type != "cuda" and tf32 != (False, False):
-            continue  # TF32 is a CUDA switch
-        trainer = our_trainer(settings, tmp / name.replace(" ", "_"), precision)
-        cands.append(
-            Candidate(
-                name,
-                our_step(trainer),
-                settings.batch,
-                lambda t=trainer: our_resident(t),
-                tf32=tf32,
-                info={
-                    "code": "odedistill",
-                    "precision": precision,
-                    "parameters": sum(p.numel() for p in trainer.session.model.parameters()),
-                },
-            )
-        )
+        if cuda or tf32 == (False, False):  # TF32 is a CUDA switch
+            run_dir = tmp / name.replace(" ", "_")
+            c = guarded(failed, name, _ours, settings, run_dir, name, precision, tf32)
+            cands += [c] if c else []
     if official is None or not Path(official).exists():
         log.put("official_skipped", f"no official code at {official}: ours only")
     else:
-        from benchmarks.gpu.official import OfficialStep, load_official
+        from benchmarks.gpu.official import load_official
 
-        cm, stood_in = load_official(Path(official))
-        log.put("official_stand_ins", stood_in)
-        log.put("official_commit", _commit(Path(official)))
-        for name, tf32 in (
-            ("official fp32", (False, False)),
-            ("official fp32, PyTorch default TF32", TORCH_DEFAULT_TF32),
-        ):
-            if device.type != "cuda" and tf32 != (False, False):
-                continue
-            theirs = OfficialStep(cm, settings.official, settings.batch, device, tmp / "official")
-            cands.append(
-                Candidate(
-                    name,
-                    theirs.step,
-                    settings.batch,
-                    theirs.resident_tensors,
-                    tf32=tf32,
-                    info={
-                        "code": "pid_diffusion",
-                        "precision": "fp32",
-                        "parameters": theirs.parameters(),
-                    },
-                )
-            )
-    res = alternate(cands, settings, device, dl, log, "configs")
+        loaded = guarded(failed, "official code", load_official, Path(official))
+        if loaded:
+            cm, stood_in = loaded
+            log.put("official_stand_ins", stood_in)
+            log.put("official_commit", _commit(Path(official)))
+            for name, tf32 in (
+                ("official fp32", (False, False)),
+                ("official fp32, PyTorch default TF32", TORCH_DEFAULT_TF32),
+            ):
+                if cuda or tf32 == (False, False):
+                    run_dir = tmp / "official"
+                    c = guarded(failed, name, _theirs, settings, cm, run_dir, name, tf32)
+                    cands += [c] if c else []
+    res = alternate(cands, settings, device, dl, log, "configs", failed)
     measured = None
     if dl.left() > 5:
-        ceiling = matmul_ceiling(device, 8192 if device.type == "cuda" else 256)
+        ceiling = matmul_ceiling(device, 8192 if cuda else 256)
         log.put("matmul_ceiling", ceiling)
-        measured = ceiling["tflops"] if device.type == "cuda" else None
+        measured = ceiling["tflops"] if cuda else None
     for r in res.values():
-        add_mfu(r, r["precision"] if r["tf32"] == [False, False] else "tf32", measured)
+        if "precision" in r:
+            add_mfu(r, r["precision"] if r.get("tf32") == [False, False] else "tf32", measured)
     log.put("configs", res)
     log.put(
         "ratios",
@@ -169,7 +174,7 @@ def part_compile(settings: Settings, log: PartLog, dl: Deadline) -> None:
         ]
         res = alternate(cands, settings, device, dl, log, precision)
         comp = res[f"ours {precision} compiled"]
-        compile_s = sum(comp["warmup_s"])
+        compile_s = sum(comp.get("warmup_s", [])) or float("inf")  # a failed one: no more
         comp["flops_per_iteration"] = res[f"ours {precision} eager"].get("flops_per_iteration")
         if comp.get("flops_per_iteration") and comp.get("seconds_per_iteration"):
             comp["achieved_tflops"] = (
@@ -178,6 +183,8 @@ def part_compile(settings: Settings, log: PartLog, dl: Deadline) -> None:
         for r in res.values():
             add_mfu(r, precision, measured)
         log.put(precision, res)
+        if dl.left() < 5:
+            break
         log.put(
             f"{precision} compiled / eager",
             ratio(res, f"ours {precision} compiled", f"ours {precision} eager"),
