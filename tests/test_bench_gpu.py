@@ -173,3 +173,19 @@ def test_a_failing_configuration_is_recorded_and_the_others_are_timed():
     timed = DRY_RUN.rounds * DRY_RUN.steps
     assert len(res["good"]["times_s"]) == timed and len(steps) == DRY_RUN.warmup + timed
     assert res["good"]["images_per_s"] > 0 and res["good"]["resident_gib"] == 16 / 2**30
+
+
+def test_report_renders_what_only_a_gpu_measures(dry_run):
+    """The GPU-only fields (peak memory, MFU, the driver) in the report, from the dry run's record."""
+    record = json.loads(json.dumps(dry_run[0]))
+    record["machine"].update(device_name="NVIDIA H200", driver="580.159.04", capability="9.0")
+    bf16 = record["parts"]["official"]["results"]["configs"]["ours bf16"]
+    bf16.update(resident_gib=1.5, transient_gib=2.25, peak_gib=3.75)
+    bf16.update(achieved_tflops=395.76, peak_spec_tflops=989.4, mfu_spec=0.4)
+    from benchmarks.gpu.report import render
+
+    md = render(record)
+    assert md.startswith("# GPU check on NVIDIA H200") and "driver 580.159.04" in md
+    assert "| 3.75 (1.50 + 2.25) |" in md
+    assert "**40.0 %** of 989 TFLOP/s" in md
+    assert "- MFU of our bf16 step >= 40 %: 40.0 % (met)" in md

@@ -34,7 +34,11 @@ def _part(record: dict[str, Any], name: str) -> tuple[dict[str, Any], list[str]]
         return {}, ["Not run (not in `--parts`)."]
     head = [f"Status: {p.get('status')}"]
     if p.get("wall_s") is not None:
-        head[0] += f"; {p['wall_s']:.0f} s of wall time, cap {p.get('budget_s', 0):.0f} s."
+        est = record["settings"].get("estimates", {}).get(name)
+        head[0] += (
+            f"; {p['wall_s']:.0f} s of wall time ({_f(p.get('cpu_s'), '.0f')} CPU-s), cap "
+            f"{p.get('budget_s', 0):.0f} s, estimate {_f(est, '.0f')} s."
+        )
     res = p.get("results", {})
     head += [f"Note: {n}" for n in res.get("notes", [])]
     return res, head
@@ -143,7 +147,7 @@ def render(record: dict[str, Any]) -> str:
         c = res["matmul_ceiling"]
         lines += [
             f"Measured matrix-product ceiling: {c['n']}^3 {c['dtype']} on random data, "
-            f"{c['tflops']:.0f} TFLOP/s.",
+            f"{c['tflops']:.3g} TFLOP/s.",
             "",
         ]
     # ---- compile
@@ -303,13 +307,18 @@ def _mfu_rows(record: dict[str, Any]) -> list[str]:
     comp = record["parts"].get("compile", {}).get("results", {}).get("bf16", {})
     for label, r in (("eager", off.get("ours bf16")), ("compiled", comp.get("ours bf16 compiled"))):
         if r and r.get("achieved_tflops"):
+            peak = (
+                f"**{_pct(r['mfu_spec'])}** of {_f(r.get('peak_spec_tflops'))} TFLOP/s (dense "
+                f"bf16, H100/H200 SXM datasheet), {_pct(r.get('mfu_measured_matmul'))} of the "
+                "measured matrix product"
+                if r.get("mfu_spec") is not None
+                else "no MFU on a CPU"
+            )
             rows.append(
                 f"- {label}: {r['flops_per_iteration'] / 1e12:.3g} TFLOP per iteration "
                 "(`FlopCounterMode`: matmuls, convolutions, attention of the student's forward "
                 f"and backward and the teacher's forward) in {r['seconds_per_iteration']:.4g} s "
-                f"= {r['achieved_tflops']:.1f} TFLOP/s: **{_pct(r.get('mfu_spec'))}** of "
-                f"{_f(r.get('peak_spec_tflops'))} TFLOP/s (dense bf16, H100/H200 SXM datasheet), "
-                f"{_pct(r.get('mfu_measured_matmul'))} of the measured matrix product"
+                f"= {r['achieved_tflops']:.3g} TFLOP/s: {peak}"
             )
     return rows
 

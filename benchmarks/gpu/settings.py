@@ -66,6 +66,17 @@ class Settings:
         }
     )
     total_seconds: float = 480.0
+    #: expected wall seconds per part on an H200, from FLOP counts and start-up costs (the
+    #: inductor compilation is the least certain); recorded beside each part's cap
+    estimates: dict[str, float] = field(
+        default_factory=lambda: {
+            "official": 50.0,
+            "compile": 90.0,
+            "schemes": 40.0,
+            "torchrun": 110.0,
+            "fid": 25.0,
+        }
+    )
 
     def with_device(self, device: str) -> Settings:
         return dataclasses.replace(self, device=device)
@@ -107,6 +118,7 @@ DRY_RUN = Settings(
     detector_widths=(4, 8),
     budgets={"official": 60.0, "compile": 60.0, "schemes": 60.0, "torchrun": 120.0, "fid": 60.0},
     total_seconds=400.0,
+    estimates={"official": 4.0, "compile": 8.0, "schemes": 5.0, "torchrun": 20.0, "fid": 2.0},
 )
 
 
