@@ -101,7 +101,12 @@ def launch(
             if time.perf_counter() - t0 > timeout:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
-                return {"error": f"timed out after {timeout:.0f} s", "wall_s": timeout}
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-20:]
+                return {
+                    "error": f"timed out after {timeout:.0f} s",
+                    "wall_s": timeout,
+                    "log_tail": [ln[:300] for ln in tail],
+                }
             if kill_at is not None and run_dir is not None:
                 step = last_metrics(run_dir).get("step", 0)
                 if step >= kill_at:
@@ -118,7 +123,9 @@ def launch(
         {ln.strip()[:300] for ln in text.splitlines() if NONDETERMINISTIC in ln}
     )
     if p.returncode not in (0, None) and killed_at is None:
-        out["error"] = (text.strip().splitlines() or ["?"])[-1][:300]
+        lines = text.strip().splitlines() or ["?"]
+        out["error"] = lines[-1][:300]
+        out["log_tail"] = [ln[:300] for ln in lines[-20:]]
     return out
 
 

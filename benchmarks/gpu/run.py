@@ -101,12 +101,14 @@ def spawn(name: str, a: argparse.Namespace, work: Path, budget: float) -> dict[s
         data = json.loads(res_path.read_text())
     except (OSError, json.JSONDecodeError):
         data = {}
+    lines = log_path.read_text(errors="replace").strip().splitlines() or ["?"]
     if "status" not in status:
         if p.returncode == 0 and data.get("finished"):
             status["status"] = "ok"
         else:
-            lines = log_path.read_text(errors="replace").strip().splitlines() or ["?"]
             status["status"] = f"failed: {lines[-1][:300]}"
+    if status["status"] != "ok":  # the JSON is all that may come back from a device
+        status["log_tail"] = [ln[:300] for ln in lines[-40:]]
     print(f"[{name}] {status['status']} ({status['wall_s']:.0f} s)", file=sys.stderr)
     return {**status, "results": data}
 
