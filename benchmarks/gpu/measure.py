@@ -150,10 +150,13 @@ class PartLog:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.data: dict[str, Any] = {}
+        self.t0 = time.perf_counter()
 
     def put(self, key: str, value: Any) -> None:
         self.data[key] = value
         self.flush()
+        if self.path is not None:  # progress in the part's log, for a part that is capped
+            print(f"{time.perf_counter() - self.t0:7.1f} s  {key} recorded", flush=True)
 
     def note(self, text: str) -> None:
         self.data.setdefault("notes", []).append(text)
