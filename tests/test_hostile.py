@@ -129,9 +129,16 @@ def test_2_5_a_run_directory_has_one_owner_and_a_stale_lock_is_taken_over(tiny_r
 
 # 3. ------------------------------------------------------------------------------------------
 def test_3_divergence_keeps_a_good_checkpoint_and_resume_may_lower_the_lr(tiny_recipe, tmp_path):
+    """A sane run to step 20, then a learning rate that explodes: the last checkpoint kept is
+    one whose following loss was still sane, its samples are sane, and resuming from it with
+    the advised lower learning rate trains on."""
     run = tmp_path / "r"
-    code, err = cli("run", tiny_recipe, "--out", run, "--set", "optim.lr=1e6",
-                    "--set", "train.checkpoint_every=1", "--no-progress")  # fmt: skip
+    code, err = cli("run", tiny_recipe, "--out", run, "--set", "train.iterations=20",
+                    "--set", "eval.enabled=false", "--no-progress")  # fmt: skip
+    assert code == 0, err
+    code, err = cli("run", tiny_recipe, "--out", run, "--resume", "--set", "optim.lr=1e6",
+                    "--set", "train.checkpoint_every=1", "--set", "eval.enabled=false",
+                    "--no-progress")  # fmt: skip
     assert code == 1, err
     assert "last good checkpoint is" in err and "--resume" in err
     good = latest_checkpoint(run)
@@ -143,13 +150,15 @@ def test_3_divergence_keeps_a_good_checkpoint_and_resume_may_lower_the_lr(tiny_r
         model = odedistill.load_student(good, weights=weights)
         z = torch.randn(64, 2) * 80
         with torch.no_grad():
-            assert torch.isfinite(model.sample(z)).all()
+            assert model.sample(z).abs().max() < 1e4 * (1 + z.abs().max())
+    code, err = cli("sample", run, "--weights", "raw", "--out", tmp_path / "s.npz")
+    assert code == 0, err
     # the advice can be followed: a resumed run may change the learning rate and the clipping
     code, err = cli("run", tiny_recipe, "--out", run, "--resume", "--set", "optim.lr=1e-3",
-                    "--set", "optim.grad_clip=1.0", "--set", "train.checkpoint_every=1",
+                    "--set", "optim.grad_clip=1.0", "--set", "eval.enabled=false",
                     "--no-progress")  # fmt: skip
     assert f"resuming {run} from step {good_step}" in " ".join(err.split())
-    assert code in (0, 1) and "Traceback" not in err, err  # 1: those weights diverge again
+    assert code == 0, err
 
 
 # 4. ------------------------------------------------------------------------------------------
@@ -397,9 +406,8 @@ def test_13_a_full_disk_keeps_the_last_checkpoint_and_says_how_much_is_needed(
     def save(obj, f, *args, **kwargs):
         calls.append(f)
         if len(calls) == 2:
-            with open(f, "wb") as handle:
-                handle.write(b"\0" * 1024)
-            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+            f.write(b"\0" * 1024)
+            raise OSError(errno.ENOSPC, "No space left on device", getattr(f, "name", ""))
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save)

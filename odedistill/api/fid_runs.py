@@ -34,15 +34,15 @@ from odedistill.systems.base import ODESystem
 class _CheckpointStudents:
     """The students of a run's checkpoints, one model reused for every set of weights."""
 
-    def __init__(self, first: Path, device: torch.device) -> None:
+    def __init__(self, first: Path, device: torch.device, system: ODESystem | None = None) -> None:
         state = read_checkpoint(first)
         spec = student_spec(state, str(first))
         self.model: TrajectoryModel = rebuild_student(spec, str(first)).to(device)
-        system = rebuild_system(spec, str(first))
+        system = system or rebuild_system(spec, str(first))
         if system is None:
             raise UserError(
-                f"{first}: the run's system was a Python object, which a checkpoint cannot "
-                "rebuild; compute FID through the library with your system"
+                f"{first}: the run's system is not a built-in one, and odedistill never imports "
+                "a class a file names; compute FID through the library with your system"
             )
         self.system: ODESystem = system
 
@@ -77,6 +77,7 @@ def evaluate_checkpoint(
     scorer: FIDScorer | None = None,
     dist: DistEnv | None = None,
     write: bool = True,
+    system: ODESystem | None = None,
 ) -> list[dict[str, Any]]:
     """FID of the weights ``weights`` names in one checkpoint; merged into fid.json and fid.csv.
 
@@ -92,6 +93,8 @@ def evaluate_checkpoint(
         weights: 'all' (raw and every EMA), 'ema', 'raw', a rate, or a comma list of these.
         scorer: a ready :class:`FIDScorer` (keeps the detector loaded between calls).
         write: merge the results into fid.json / fid.csv (rank 0 only).
+        system: the run's system (the trainer's own); by default rebuilt from the checkpoint,
+            which only a built-in system can be.
 
     Returns:
         One record per weights: step, weights, fid, num_images, seeds, ref, detector, checkpoint.
@@ -117,7 +120,7 @@ def evaluate_checkpoint(
             dist=dist,
         )
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        students = _CheckpointStudents(path, dev)
+        students = _CheckpointStudents(path, dev, system)
         scorer.check(StudentSampler(students.model, students.system))
         records = _score_checkpoint(path, students, weights, scorer)
     if write and dist.is_main:

@@ -52,6 +52,7 @@ class FIDDuringTraining(Hook):
             device=trainer.session.device,
             scorer=self.scorer,
             dist=trainer.dist,
+            system=trainer.session.system,
         )
         trainer.log.write({"step": trainer.step, "fid": {r["weights"]: r["fid"] for r in records}})
 
@@ -100,16 +101,11 @@ def run_recipe(
             Console().print(to_toml(cfg), markup=False, highlight=False)
             console.print(f"# run directory: {run_dir} (dry run: nothing written)")
         return None
-    new_dir = not run_dir.exists()
     env, device, owned = distributed.init_from_env(resolve_device(cfg.run.device))
     try:
         session = build_session(cfg, device)
         with _locked(run_dir, env):
             return _train_and_evaluate(session, run_dir, env, resume, show_progress, console)
-    except UserError:
-        if new_dir and env.is_main and latest_checkpoint(run_dir) is None:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
     finally:
         if owned:
             distributed.shutdown()
@@ -117,12 +113,22 @@ def run_recipe(
 
 @contextlib.contextmanager
 def _locked(run_dir: Path, env: distributed.DistEnv) -> Iterator[None]:
-    """Rank 0 takes the run directory's lock; every rank fails together if it cannot."""
+    """Rank 0 takes the run directory's lock; every rank fails together if it cannot.
+
+    Bad input found before the first checkpoint removes the run directory, but only when this
+    process created it (its ``mkdir`` succeeded) and holds its lock: a run refused by another
+    run's lock never touches that run's folder.
+    """
     lock = RunLock(run_dir)
-    error = None
+    created, error = False, None
     if env.is_main:
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                run_dir.mkdir()
+                created = True
+            except FileExistsError:
+                pass
             lock.acquire()
         except UserError as e:
             error = str(e)
@@ -131,6 +137,11 @@ def _locked(run_dir: Path, env: distributed.DistEnv) -> Iterator[None]:
         raise UserError(error)
     try:
         yield
+    except UserError:
+        if created and lock.held and latest_checkpoint(run_dir) is None:
+            lock.held = False
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
         lock.release()
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from odedistill.errors import UserError
 from odedistill.infra.seeds import Samples, SeedNoise, SeedSampler, draw_labels
-from odedistill.models.base import TrajectoryModel
+from odedistill.models.base import TrajectoryModel, output_problem
 from odedistill.models.flowmap import FlowMap
 from odedistill.solvers import edm_sampler
 from odedistill.systems.base import ODESystem
@@ -68,6 +68,12 @@ class StudentSampler(SeedSampler):
             x = self.model.sample(z.to(self.device), c, self.steps, self.times)
         finally:
             self.model.train(was_training)
+        problem = output_problem(x, z)
+        if problem is not None:
+            raise UserError(
+                f"{problem}: the weights diverged or the times are outside what it learnt; "
+                "use an earlier checkpoint or other --weights"
+            )
         if system.is_image:
             x = x.clamp(-1, 1)
         return Samples(x.cpu(), z.cpu(), None if idx is None else idx.cpu())
