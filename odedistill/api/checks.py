@@ -43,8 +43,8 @@ DISTILL_FIELDS: dict[str, str] = {
     "device": "run.device",
 }
 
-#: values that ask distill() to choose, not recipe values
-_AUTO = ("auto", None)
+#: arguments whose value asks distill() to choose, not a recipe value
+AUTO: dict[str, object] = {"scheme": "auto", "grid": "auto", "validate_every": None}
 
 
 def check_distill_args(args: dict[str, Any], fn: str = "distill") -> None:
@@ -65,7 +65,7 @@ def check_distill_args(args: dict[str, Any], fn: str = "distill") -> None:
         if name not in args:
             continue
         value = args[name]
-        if isinstance(value, str | type(None)) and value in _AUTO:
+        if name in AUTO and value is AUTO[name] or (value == "auto" == AUTO.get(name)):
             continue
         try:
             check_field(key, value)

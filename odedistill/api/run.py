@@ -20,35 +20,39 @@ from odedistill.infra.build import Session, build_session, reported_weights, wei
 from odedistill.infra.checkpoint import latest_checkpoint
 from odedistill.infra.devices import resolve_device
 from odedistill.infra.recipes import to_toml
-from odedistill.infra.rundir import RunLock, prepare_run, write_run_config
+from odedistill.infra.rundir import RunLock, check_writable_file, prepare_run, write_run_config
+from odedistill.sampling.samplers import StudentSampler
 from odedistill.training.trainer import Hook, Trainer
 
 
 class FIDDuringTraining(Hook):
     """``eval.fid_every``: FID of the checkpoint just written, into fid.json and metrics.jsonl."""
 
-    def __init__(self, session: Session) -> None:
-        self.every = session.cfg.eval.fid_every
-        self.scorer: FIDScorer | None = None  # loaded at the first use
-
-    def after_checkpoint(self, trainer: Trainer, path: Path) -> None:
-        if not self.every or trainer.step % self.every:
-            return
-        e = trainer.cfg.eval
-        if self.scorer is None:
+    def __init__(self, session: Session, dist: distributed.DistEnv | None = None) -> None:
+        """Loads the reference and the detector and checks them against the student's states
+        now, before the first step: a bad input is an error before any training."""
+        e = session.cfg.eval
+        self.every = e.fid_every
+        self.scorer: FIDScorer | None = None
+        if self.every:
             self.scorer = FIDScorer(
                 e.fid_ref,
                 e.fid_detector,
                 default_seeds(e.fid_num),
-                device=trainer.session.device,
+                device=session.device,
                 progress=False,
-                dist=trainer.dist,
+                dist=dist,
             )
+            self.scorer.check(StudentSampler(session.model, session.system))
+
+    def after_checkpoint(self, trainer: Trainer, path: Path) -> None:
+        if not self.every or trainer.step % self.every or self.scorer is None:
+            return
         distributed.barrier()  # rank 0's checkpoint is on disk
         records = evaluate_checkpoint(
             trainer.run_dir,
             path,
-            weights=e.fid_weights,
+            weights=trainer.cfg.eval.fid_weights,
             device=trainer.session.device,
             scorer=self.scorer,
             dist=trainer.dist,
@@ -105,6 +109,8 @@ def run_recipe(
     try:
         session = build_session(cfg, device)
         with _locked(run_dir, env):
+            if not resume and latest_checkpoint(run_dir) is not None:  # won while we waited
+                raise UserError(f"{run_dir} already holds a run; pass --resume or another --out")
             return _train_and_evaluate(session, run_dir, env, resume, show_progress, console)
     finally:
         if owned:
@@ -155,7 +161,10 @@ def _train_and_evaluate(
     console: Console,
 ) -> dict[str, Any] | None:
     cfg = session.cfg
-    trainer = Trainer(session, run_dir, hooks=[FIDDuringTraining(session)])
+    if cfg.eval.enabled and env.is_main:  # outputs written after training: checked before it
+        for name in ("eval.json", "samples.png", "config.json", "config.toml"):
+            check_writable_file(run_dir / name, f"the run's {name}")
+    trainer = Trainer(session, run_dir, hooks=[FIDDuringTraining(session, env)])
     if resume:
         step = trainer.resume()
         console.print(f"resuming {run_dir} from step {step}")

@@ -117,15 +117,15 @@ def check_system(
 def check_along(
     system: ODESystem, grid: torch.Tensor, device: torch.device | str = "cpu", n: int = 16
 ) -> None:
-    """Check f along Euler paths of ``n`` probe states through ``grid``: the first non-finite
-    (or ill-shaped) value is a ``UserError`` naming f, the state and the time."""
+    """Check f at every time of ``grid`` along Euler paths of ``n`` probe states: the first
+    non-finite (or ill-shaped) value is a ``UserError`` naming f, the state and the time."""
     gen = torch.Generator().manual_seed(0)
     x = system.sample_initial(n, gen).to(device)
     cond = system.sample_condition(n, gen)
     cond = None if cond is None else cond.to(device)
     name = type(system).__name__
     times = grid.tolist()
-    for t_cur, t_next in zip(times[:-1], times[1:], strict=True):
+    for t_cur, t_next in zip(times, [*times[1:], times[-1]], strict=True):
         t = torch.full((n,), t_cur, device=x.device, dtype=x.dtype)
         x = x + (t_next - t_cur) * check_output(name, system.f(x, t, cond), x, t).to(x.dtype)
         if not bool(torch.isfinite(x).all()):
