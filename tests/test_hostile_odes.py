@@ -96,6 +96,11 @@ class WideStates(Decay):
         return torch.randn(n, 3, generator=generator, dtype=dtype)
 
 
+class Float64States(Decay):
+    def sample_initial(self, n, generator=None, dtype=torch.float32):
+        return torch.randn(n, 2, generator=generator, dtype=torch.float64)
+
+
 class LateNan(Decay):
     """f is NaN only near the end of the interval: the probe at t_start and mid-way passes."""
 
@@ -113,6 +118,7 @@ class LateNan(Decay):
         (NanEnd(), ["NanEnd: need finite t_start != t_end"]),
         (InfStates(), ["InfStates.sample_initial returned inf"]),
         (WideStates(), ["WideStates.sample_initial(4) returned shape (4, 3); expected (4, 2)"]),
+        (Float64States(), ["returned torch.float64 states", "honour its dtype argument"]),
     ],
 )
 def test_a_broken_ode_is_one_sentence_naming_f_before_any_work(system, words, tmp_path):

@@ -341,6 +341,7 @@ class TrainConfig:
         "stop once two consecutive validation checks read val_ratio <= this (0 = never; needs "
         "train.validate_every)",
         lo=0,
+        hi=1e12,
     )
 
 

@@ -96,6 +96,11 @@ def check_system(
             f"{name}.sample_initial or sample_condition raised {_first_line(e)}"
         ) from None
     z = check_output(name, z, torch.empty(n, *shape), torch.full((n,), t0), "sample_initial")
+    if z.dtype != torch.float32:
+        raise UserError(
+            f"{name}.sample_initial returned {z.dtype} states when asked for the default "
+            "torch.float32: honour its dtype argument (e.g. torch.randn(n, ..., dtype=dtype))"
+        )
     z = z.to(device)
     cond = None if cond is None else cond.to(device)
     for t_k in (t0, 0.5 * (t0 + t1)):

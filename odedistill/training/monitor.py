@@ -96,7 +96,8 @@ class LossGuard:
             self.first = max(loss, 1e-12)
         elif loss > LOSS_EXPLODED * self.first:
             return (
-                f"loss exploded to {loss:.3g} ({LOSS_EXPLODED:g} times its first {self.first:.3g})"
+                f"loss exploded to {loss:.3g} (over {LOSS_EXPLODED:g} times its first, "
+                f"{self.first:.3g})"
             )
         return None
 
