@@ -34,17 +34,19 @@ from odedistill.systems.base import ODESystem
 class _CheckpointStudents:
     """The students of a run's checkpoints, one model reused for every set of weights."""
 
-    def __init__(self, first: Path, device: torch.device, system: ODESystem | None = None) -> None:
+    def __init__(
+        self, first: Path, device: torch.device, system: str | ODESystem | None = None
+    ) -> None:
         state = read_checkpoint(first)
         spec = student_spec(state, str(first))
         self.model: TrajectoryModel = rebuild_student(spec, str(first)).to(device)
-        system = system or rebuild_system(spec, str(first))
-        if system is None:
+        built = rebuild_system(spec, str(first), system)
+        if built is None:
             raise UserError(
                 f"{first}: the run's system is not a built-in one, and odedistill never imports "
-                "a class a file names; compute FID through the library with your system"
+                "a class a file names; name it again with --system module:Class"
             )
-        self.system: ODESystem = system
+        self.system: ODESystem = built
 
     def sampler(self, state: dict[str, Any], name: str, where: str) -> StudentSampler:
         return StudentSampler(load_weights(self.model, state, name, where), self.system)
@@ -77,7 +79,7 @@ def evaluate_checkpoint(
     scorer: FIDScorer | None = None,
     dist: DistEnv | None = None,
     write: bool = True,
-    system: ODESystem | None = None,
+    system: str | ODESystem | None = None,
 ) -> list[dict[str, Any]]:
     """FID of the weights ``weights`` names in one checkpoint; merged into fid.json and fid.csv.
 
@@ -141,8 +143,12 @@ def evaluate_run(
     device: str | torch.device | None = None,
     progress: bool = True,
     dist: DistEnv | None = None,
+    system: str | ODESystem | None = None,
 ) -> list[dict[str, Any]]:
     """``odedistill eval``: FID of the named weights of the named checkpoints of a run.
+
+    ``system`` names a user's own system class again ('module:Class') or is the system
+    itself; a checkpoint never imports one.
 
     Every input is checked before the first image is drawn; results are merged into fid.json
     and fid.csv after each checkpoint, so an interrupted evaluation keeps what it finished.
@@ -160,7 +166,7 @@ def evaluate_run(
     records: list[dict[str, Any]] = []
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         first = checkpoints[0][1]
-        students = _CheckpointStudents(first, dev)
+        students = _CheckpointStudents(first, dev, system)
         weight_names(read_checkpoint(first), weights)  # a bad --weights fails before sampling
         scorer.check(StudentSampler(students.model, students.system))  # all checked: now sample
         for _, path in checkpoints:
