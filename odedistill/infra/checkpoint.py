@@ -151,9 +151,14 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int =
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         need = _nbytes(state) / 2**20
+        then = (
+            "free space there (the previous checkpoint is intact) and --resume"
+            if latest_checkpoint(run_dir) is not None
+            else "free space there and run again"
+        )
         raise UserError(
-            f"disk full: {need:.0f} MB needed in {path.parent} for the checkpoint of step "
-            f"{step}; free space there (the previous checkpoint is intact) and --resume"
+            f"disk full: {max(need, 0.1):.1f} MB needed in {path.parent} for the checkpoint of "
+            f"step {step}; {then}"
         ) from None
     for _, old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
