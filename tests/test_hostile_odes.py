@@ -23,6 +23,7 @@ from odedistill.infra.config import SECTIONS
 from odedistill.infra.recipes import from_dict
 from odedistill.models.flowmap import check_times
 from odedistill.systems.pendulum import DampedPendulum
+from tests.conftest import examples
 from tests.test_hostile import cli, one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -183,7 +184,7 @@ ARGS = ["scheme", "N", "grid", "rho", "distance", "lr", "optimizer", "schedule",
 
 
 @settings(
-    max_examples=40,
+    max_examples=examples(40),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
