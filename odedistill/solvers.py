@@ -8,8 +8,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from odedistill.errors import UserError
 from odedistill.grids import karras_grid
 from odedistill.systems.base import ODESystem
+from odedistill.systems.probe import check_output
 
 
 def _full(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
@@ -76,14 +78,26 @@ def solve_reference(
     rtol: float = 1e-10,
     atol: float = 1e-10,
     method: str = "DOP853",
+    max_evaluations: int = 500_000,
 ) -> torch.Tensor:
     """Solve the system from z at t_start to t_end with scipy's adaptive ``method`` in float64.
 
     Systems with ``reference_log_time`` are integrated in s = ln t (dx/ds = t f), which keeps
     the step size even where the dynamics scale like 1/t. Returns the endpoints (B, ...) or,
     with ``t_eval``, the states at those times stacked on dim 0.
+
+    Bounded: every value of f is checked (finite, the states' shape, floating point) and the
+    solve stops after ``max_evaluations`` calls of f; either is a ``UserError`` naming f,
+    never a solve that loops for ever.
     """
     from scipy.integrate import solve_ivp
+
+    if not (math.isfinite(system.t_start) and math.isfinite(system.t_end)):
+        raise UserError(
+            f"{type(system).__name__}: the reference solve needs a finite interval, got "
+            f"t_start = {system.t_start}, t_end = {system.t_end}"
+        )
+    calls = [0]
 
     z64 = z.detach().double().cpu()
     c64 = None if cond is None else cond.detach().double().cpu()
@@ -97,8 +111,16 @@ def solve_reference(
 
     def rhs(s: float, y: np.ndarray) -> np.ndarray:
         t = math.exp(s) if log_time else s
+        calls[0] += 1
+        if calls[0] > max_evaluations:
+            raise UserError(
+                f"the reference solve of {type(system).__name__} took over {max_evaluations} "
+                f"evaluations of f (reached t = {t:.6g} of [{system.t_start:g}, "
+                f"{system.t_end:g}]); f is too stiff or blows up there: check f and the interval"
+            )
         x = torch.from_numpy(y).reshape(shape)
-        dx = system.f(x, torch.full((shape[0],), t, dtype=torch.float64), c64)
+        t_b = torch.full((shape[0],), t, dtype=torch.float64)
+        dx = check_output(type(system).__name__, system.f(x, t_b, c64), x, t_b).double()
         if log_time:
             dx = dx * t
         return dx.reshape(-1).numpy()

@@ -45,6 +45,12 @@ trajectories = 2
 """
 
 
+def examples(n: int) -> int:
+    """A property test's number of examples: ``n`` in the default suite (sized so that the
+    whole suite stays within its time budget), 10 n with HYPOTHESIS_PROFILE=deep."""
+    return n * (10 if os.environ.get("HYPOTHESIS_PROFILE") == "deep" else 1)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread for a module of small-network tests: OpenMP's threads otherwise wait

@@ -187,7 +187,7 @@ def test_load_ref_errors_name_the_problem(tmp_path):
     with pytest.raises(UserError, match="should be"):
         load_ref(tmp_path / "shape.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(UserError, match="not a readable"):
+    with pytest.raises(UserError, match="is not an .npz file"):
         load_ref(tmp_path / "junk.npz")
 
 

@@ -1,5 +1,6 @@
-"""Property: any value of the right or a wrong type in any recipe field gives exit 0 or 2 (or 1 for
-a run that diverges), never a traceback, and never leaves a run directory on exit 2."""
+"""Property: any value of the right or a wrong type in any recipe field (huge finite numbers, and the
+arguments of the built-in systems, included) gives exit 0 or 2 (or 1 for a run that diverges),
+never a traceback, and never leaves a run directory on exit 2."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from odedistill.infra.config import SECTIONS
+from tests.conftest import examples
 from tests.test_hostile import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 INTS = [-1, 0, 1, 2, 3, 7, 2**31, 10**12, 2**63]
-FLOATS = [math.nan, math.inf, -math.inf, -1.0, 0.0, 1e-3, 0.5, 0.9, 1.0, 2.0, 1e30]
+FLOATS = [math.nan, math.inf, -math.inf, -1.0, 0.0, 1e-3, 0.5, 0.9, 1.0, 2.0, 1e30,
+          1e160, 1e300, -1e300, 1.7976931348623157e308]  # fmt: skip
 STRINGS = ["", "x", "../../escaped", "upwind", "central", "uniform", "l2", "ring", "digits",
            "mlp", "unet", "teacher", "cpu", "cuda", "auto", "linear", "pendulum", "edm",
            "edm_random", "bf16", "cosine", "ema", "flow_matching", "diffusers", "lpips_avgpool",
@@ -94,10 +97,28 @@ ANY = st.one_of(
 )
 
 
+#: the arguments of the built-in systems that take system.args
+BUILTIN_ARGS = {
+    "pendulum": ["gamma", "T", "spread"],
+    "linear": ["A", "t_start", "t_end", "z_scale"],
+}
+
+
+@st.composite
+def builtin_args(draw) -> list[str]:
+    """A built-in system with some of its arguments (right or wrong names, any values)."""
+    kind = draw(st.sampled_from(sorted(BUILTIN_ARGS)))
+    names = draw(st.lists(st.sampled_from([*BUILTIN_ARGS[kind], "nope"]), max_size=2, unique=True))
+    values = [draw(ANY | st.just([[1.0, 0.0], [0.0, 1.0]])) for _ in names]
+    body = ", ".join(f"{n} = {toml(v) if not isinstance(v, dict) else '{a = 1}'}"
+                     for n, v in zip(names, values, strict=True))  # fmt: skip
+    return [f'system.kind="{kind}"', f"system.args={{{body}}}"]
+
+
 @st.composite
 def overrides(draw) -> list[str]:
     chosen = draw(st.lists(st.sampled_from(FIELDS), min_size=1, max_size=3, unique=True))
-    out = []
+    out = draw(builtin_args()) if draw(st.integers(0, 3)) == 0 else []
     for key, tp in chosen:
         right = key not in SLOW and draw(st.booleans())
         value = draw(values_of(tp) if right else ANY)
@@ -106,7 +127,7 @@ def overrides(draw) -> list[str]:
 
 
 @settings(
-    max_examples=120,
+    max_examples=examples(120),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

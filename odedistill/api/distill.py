@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
+from odedistill.api.checks import check_distill_args
 from odedistill.infra.build import build_session
 from odedistill.infra.recipes import from_dict
 from odedistill.models.boundary import BoundaryTrajectory
@@ -92,6 +93,7 @@ def distill(
     Returns:
         The EMA student, in eval mode; ``student.sample(z, cond)`` is the one-step solution.
     """
+    check_distill_args(locals())
     if scheme == "auto":
         scheme = auto_scheme(N)
     if grid == "auto":

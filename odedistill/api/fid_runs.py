@@ -34,17 +34,19 @@ from odedistill.systems.base import ODESystem
 class _CheckpointStudents:
     """The students of a run's checkpoints, one model reused for every set of weights."""
 
-    def __init__(self, first: Path, device: torch.device) -> None:
+    def __init__(
+        self, first: Path, device: torch.device, system: str | ODESystem | None = None
+    ) -> None:
         state = read_checkpoint(first)
         spec = student_spec(state, str(first))
         self.model: TrajectoryModel = rebuild_student(spec, str(first)).to(device)
-        system = rebuild_system(spec, str(first))
-        if system is None:
+        built = rebuild_system(spec, str(first), system)
+        if built is None:
             raise UserError(
-                f"{first}: the run's system was a Python object, which a checkpoint cannot "
-                "rebuild; compute FID through the library with your system"
+                f"{first}: the run's system is not a built-in one, and odedistill never imports "
+                "a class a file names; name it again with --system module:Class"
             )
-        self.system: ODESystem = system
+        self.system: ODESystem = built
 
     def sampler(self, state: dict[str, Any], name: str, where: str) -> StudentSampler:
         return StudentSampler(load_weights(self.model, state, name, where), self.system)
@@ -77,6 +79,7 @@ def evaluate_checkpoint(
     scorer: FIDScorer | None = None,
     dist: DistEnv | None = None,
     write: bool = True,
+    system: str | ODESystem | None = None,
 ) -> list[dict[str, Any]]:
     """FID of the weights ``weights`` names in one checkpoint; merged into fid.json and fid.csv.
 
@@ -92,6 +95,8 @@ def evaluate_checkpoint(
         weights: 'all' (raw and every EMA), 'ema', 'raw', a rate, or a comma list of these.
         scorer: a ready :class:`FIDScorer` (keeps the detector loaded between calls).
         write: merge the results into fid.json / fid.csv (rank 0 only).
+        system: the run's system (the trainer's own); by default rebuilt from the checkpoint,
+            which only a built-in system can be.
 
     Returns:
         One record per weights: step, weights, fid, num_images, seeds, ref, detector, checkpoint.
@@ -117,7 +122,7 @@ def evaluate_checkpoint(
             dist=dist,
         )
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        students = _CheckpointStudents(path, dev)
+        students = _CheckpointStudents(path, dev, system)
         scorer.check(StudentSampler(students.model, students.system))
         records = _score_checkpoint(path, students, weights, scorer)
     if write and dist.is_main:
@@ -138,8 +143,12 @@ def evaluate_run(
     device: str | torch.device | None = None,
     progress: bool = True,
     dist: DistEnv | None = None,
+    system: str | ODESystem | None = None,
 ) -> list[dict[str, Any]]:
     """``odedistill eval``: FID of the named weights of the named checkpoints of a run.
+
+    ``system`` names a user's own system class again ('module:Class') or is the system
+    itself; a checkpoint never imports one.
 
     Every input is checked before the first image is drawn; results are merged into fid.json
     and fid.csv after each checkpoint, so an interrupted evaluation keeps what it finished.
@@ -157,7 +166,7 @@ def evaluate_run(
     records: list[dict[str, Any]] = []
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         first = checkpoints[0][1]
-        students = _CheckpointStudents(first, dev)
+        students = _CheckpointStudents(first, dev, system)
         weight_names(read_checkpoint(first), weights)  # a bad --weights fails before sampling
         scorer.check(StudentSampler(students.model, students.system))  # all checked: now sample
         for _, path in checkpoints:

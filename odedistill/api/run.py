@@ -20,38 +20,43 @@ from odedistill.infra.build import Session, build_session, reported_weights, wei
 from odedistill.infra.checkpoint import latest_checkpoint
 from odedistill.infra.devices import resolve_device
 from odedistill.infra.recipes import to_toml
-from odedistill.infra.rundir import RunLock, prepare_run, write_run_config
+from odedistill.infra.rundir import RunLock, check_writable_file, prepare_run, write_run_config
+from odedistill.sampling.samplers import StudentSampler
 from odedistill.training.trainer import Hook, Trainer
 
 
 class FIDDuringTraining(Hook):
     """``eval.fid_every``: FID of the checkpoint just written, into fid.json and metrics.jsonl."""
 
-    def __init__(self, session: Session) -> None:
-        self.every = session.cfg.eval.fid_every
-        self.scorer: FIDScorer | None = None  # loaded at the first use
-
-    def after_checkpoint(self, trainer: Trainer, path: Path) -> None:
-        if not self.every or trainer.step % self.every:
-            return
-        e = trainer.cfg.eval
-        if self.scorer is None:
+    def __init__(self, session: Session, dist: distributed.DistEnv | None = None) -> None:
+        """Loads the reference and the detector and checks them against the student's states
+        now, before the first step: a bad input is an error before any training."""
+        e = session.cfg.eval
+        self.every = e.fid_every
+        self.scorer: FIDScorer | None = None
+        if self.every:
             self.scorer = FIDScorer(
                 e.fid_ref,
                 e.fid_detector,
                 default_seeds(e.fid_num),
-                device=trainer.session.device,
+                device=session.device,
                 progress=False,
-                dist=trainer.dist,
+                dist=dist,
             )
+            self.scorer.check(StudentSampler(session.model, session.system))
+
+    def after_checkpoint(self, trainer: Trainer, path: Path) -> None:
+        if not self.every or trainer.step % self.every or self.scorer is None:
+            return
         distributed.barrier()  # rank 0's checkpoint is on disk
         records = evaluate_checkpoint(
             trainer.run_dir,
             path,
-            weights=e.fid_weights,
+            weights=trainer.cfg.eval.fid_weights,
             device=trainer.session.device,
             scorer=self.scorer,
             dist=trainer.dist,
+            system=trainer.session.system,
         )
         trainer.log.write({"step": trainer.step, "fid": {r["weights"]: r["fid"] for r in records}})
 
@@ -100,16 +105,13 @@ def run_recipe(
             Console().print(to_toml(cfg), markup=False, highlight=False)
             console.print(f"# run directory: {run_dir} (dry run: nothing written)")
         return None
-    new_dir = not run_dir.exists()
     env, device, owned = distributed.init_from_env(resolve_device(cfg.run.device))
     try:
         session = build_session(cfg, device)
         with _locked(run_dir, env):
+            if not resume and latest_checkpoint(run_dir) is not None:  # won while we waited
+                raise UserError(f"{run_dir} already holds a run; pass --resume or another --out")
             return _train_and_evaluate(session, run_dir, env, resume, show_progress, console)
-    except UserError:
-        if new_dir and env.is_main and latest_checkpoint(run_dir) is None:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
     finally:
         if owned:
             distributed.shutdown()
@@ -117,12 +119,22 @@ def run_recipe(
 
 @contextlib.contextmanager
 def _locked(run_dir: Path, env: distributed.DistEnv) -> Iterator[None]:
-    """Rank 0 takes the run directory's lock; every rank fails together if it cannot."""
+    """Rank 0 takes the run directory's lock; every rank fails together if it cannot.
+
+    Bad input found before the first checkpoint removes the run directory, but only when this
+    process created it (its ``mkdir`` succeeded) and holds its lock: a run refused by another
+    run's lock never touches that run's folder.
+    """
     lock = RunLock(run_dir)
-    error = None
+    created, error = False, None
     if env.is_main:
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                run_dir.mkdir()
+                created = True
+            except FileExistsError:
+                pass
             lock.acquire()
         except UserError as e:
             error = str(e)
@@ -131,6 +143,11 @@ def _locked(run_dir: Path, env: distributed.DistEnv) -> Iterator[None]:
         raise UserError(error)
     try:
         yield
+    except UserError:
+        if created and lock.held and latest_checkpoint(run_dir) is None:
+            lock.held = False
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
         lock.release()
 
@@ -144,7 +161,10 @@ def _train_and_evaluate(
     console: Console,
 ) -> dict[str, Any] | None:
     cfg = session.cfg
-    trainer = Trainer(session, run_dir, hooks=[FIDDuringTraining(session)])
+    if cfg.eval.enabled and env.is_main:  # outputs written after training: checked before it
+        for name in ("eval.json", "samples.png", "config.json", "config.toml"):
+            check_writable_file(run_dir / name, f"the run's {name}")
+    trainer = Trainer(session, run_dir, hooks=[FIDDuringTraining(session, env)])
     if resume:
         step = trainer.resume()
         console.print(f"resuming {run_dir} from step {step}")

@@ -23,6 +23,9 @@ def eval_command(
     num: int = typer.Option(None, "--num", help="images per FID: seeds 0..num-1 (default 50000)"),
     seeds: str = typer.Option(None, "--seeds", help="seeds instead of --num, e.g. 0-49999"),
     batch: int = typer.Option(64, "--batch", help="images per batch"),
+    system: str = typer.Option(
+        None, "--system", help="a run of your own system class: name it again, module:ClassName"
+    ),
     device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
@@ -61,6 +64,7 @@ def eval_command(
             device=dev_t,
             progress=not quiet,
             dist=dist,
+            system=system,
         )
         if dist.is_main:
             for r in records:

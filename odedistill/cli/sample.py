@@ -60,6 +60,12 @@ def sample(
     s_min: float = typer.Option(None, "--s-min", help="teacher: S_min (0)"),
     s_max: float = typer.Option(None, "--s-max", help="teacher: S_max (inf)"),
     s_noise: float = typer.Option(None, "--s-noise", help="teacher: S_noise (1)"),
+    system: str = typer.Option(
+        None,
+        "--system",
+        help="a student of your own system class: name it again, package.module:ClassName "
+        "(searched in the current folder and on the Python path); a checkpoint never imports it",
+    ),
     device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
@@ -73,7 +79,7 @@ def sample(
     from odedistill.infra import distributed
     from odedistill.infra.devices import resolve_device
     from odedistill.infra.rundir import check_writable_dir, check_writable_file
-    from odedistill.infra.seeds import format_seeds, parse_seeds
+    from odedistill.infra.seeds import MAX_SEEDS, format_seeds, parse_seeds
     from odedistill.infra.students import read_student
     from odedistill.sampling.samplers import StudentSampler, TeacherSampler
     from odedistill.sampling.writers import output_kind, sample_to
@@ -97,6 +103,8 @@ def sample(
             raise UserError(f"{', '.join(given)} apply to --teacher sampling, not to a student")
     elif times is not None:
         raise UserError("--times applies to a flow-map student, not to --teacher sampling")
+    elif system is not None:
+        raise UserError("--system applies to a student of your own system, not to --teacher")
     if steps is not None and steps < 1:
         raise UserError(f"--steps must be at least 1, got {steps}")
     if times is not None and steps is not None:
@@ -104,8 +112,8 @@ def sample(
     time_list = _parse_times(times) if times is not None else None
     if seeds is not None and (n is not None or seed is not None):
         raise UserError("give --seeds or --n/--seed, not both")
-    if n is not None and n < 1:
-        raise UserError(f"--n must be at least 1, got {n}")
+    if n is not None and not 1 <= n <= MAX_SEEDS:
+        raise UserError(f"--n must be from 1 to {MAX_SEEDS:,}, got {n}")
     if seed is not None and seed < 0:
         raise UserError(f"--seed must be non-negative, got {seed}")
     if batch < 1:
@@ -139,15 +147,10 @@ def sample(
                 load_teacher(teacher, dev), **{k: v for k, v in kwargs.items() if v is not None}
             )
         else:
-            student = read_student(run, weights, dev)
-            if student.system is None:
-                raise UserError(
-                    f"{student.path}: the run's system was a Python object, which a checkpoint "
-                    "cannot rebuild; sample it through the library (odedistill.load_student)"
-                )
+            student = read_student(run, weights, dev, system)
             if time_list is None and steps not in (None, 1):
                 time_list = student.sample_times(steps)
-            sampler = StudentSampler(student.model, student.system, time_list)
+            sampler = StudentSampler(student.model, student.require_system(), time_list)
         if output_kind(out, sampler) == "dir":  # check before any sampling
             check_writable_dir(out, "--out")
         else:

@@ -194,6 +194,13 @@ def load_ref(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
             f"{REF_URLS['cifar10-32x32']} (or imagenet-64x64.npz beside it), "
             "or make one with `odedistill fid-ref`"
         )
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # every .npz is a zip archive
+        raise UserError(
+            f"{path} is not an .npz file (reference statistics are a NumPy .npz with 'mu' and "
+            "'sigma'); give EDM's reference .npz or make one with `odedistill fid-ref`"
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

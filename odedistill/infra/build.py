@@ -30,6 +30,7 @@ from odedistill.models.parametrisation import Parametrisation
 from odedistill.schemes import ResidualScheme, make_scheme
 from odedistill.systems.base import ODESystem
 from odedistill.systems.probability_flow import ProbabilityFlowODE
+from odedistill.systems.probe import check_system
 
 
 @dataclass
@@ -100,6 +101,7 @@ def build_session(
         if SYSTEMS.get(cfg.system.kind).needs_teacher:
             teacher = build_teacher(cfg, device)
         system = build_system(cfg, device, teacher)
+    check_system(system, device)
     if net is None:
         student = build_student_network(cfg, system, teacher)
     else:
@@ -139,8 +141,11 @@ def wrap_student(
     param = param or default_parametrisation(system)
     if cfg.student.kind == "flowmap":
         sigma = skip_sigma_data(cfg, system)
-        return FlowMap(net, system.t_start, system.t_end, param, sigma)
-    return BoundaryTrajectory(net, system.t_start, system.t_end, param)
+        model: TrajectoryModel = FlowMap(net, system.t_start, system.t_end, param, sigma)
+    else:
+        model = BoundaryTrajectory(net, system.t_start, system.t_end, param)
+    model.state_shape = tuple(system.state_shape)
+    return model
 
 
 def build_scheme(cfg: Config) -> ResidualScheme:

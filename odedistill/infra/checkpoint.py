@@ -1,4 +1,8 @@
-"""Checkpoints written atomically and read with ``torch.load(weights_only=True)`` (no code runs)."""
+"""Checkpoints written atomically and read with ``torch.load(weights_only=True)`` (no code runs).
+
+A checkpoint's checksum covers everything it holds (weights, EMAs, optimiser state, RNG
+streams, config, student description): any change after writing is refused on reading.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-CHECKPOINT_FORMAT = "odedistill-checkpoint-1"
+CHECKPOINT_FORMAT = "odedistill-checkpoint-2"
 _REQUIRED = ("step", "model", "ema", "optimizer", "rng", "config", "student")
 
 
@@ -48,12 +52,52 @@ def weights_checksum(weights: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _digest(h: Any, obj: Any) -> None:
+    """Feed a canonical encoding of ``obj`` (nested dicts, lists, tensors, scalars) to ``h``."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for key in sorted(obj, key=repr):
+            h.update(f"K{key!r}".encode())
+            _digest(h, obj[key])
+    elif isinstance(obj, list | tuple):
+        h.update(f"L{len(obj)}".encode())
+        for item in obj:
+            _digest(h, item)
+    else:
+        h.update(f"S{type(obj).__name__}:{obj!r}".encode())
+
+
+def state_checksum(state: dict[str, Any]) -> str:
+    """SHA-256 of everything a checkpoint holds except its ``checksums`` entry."""
+    h = hashlib.sha256()
+    _digest(h, {k: v for k, v in state.items() if k != "checksums"})
+    return h.hexdigest()
+
+
 def checksums(state: dict[str, Any]) -> dict[str, Any]:
-    """The checksums a checkpoint stores: of the raw weights and of each EMA."""
+    """The checksums a checkpoint stores: of the raw weights, of each EMA, and of everything."""
     return {
         "model": weights_checksum(state["model"]),
         "ema": {rate: weights_checksum(sd) for rate, sd in state["ema"].items()},
+        "all": state_checksum(state),
     }
+
+
+def verify_state(state: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint whose content (any part of it) does not match its checksum."""
+    stored = state.get("checksums")
+    expected = stored.get("all") if isinstance(stored, dict) else None
+    if expected is None:
+        raise UserError(f"{path} has no checksum of its content; it is damaged or foreign")
+    if state_checksum(state) != expected:
+        raise UserError(
+            f"{path} is damaged: its content does not match its checksum; use an earlier "
+            "checkpoint of the run (checkpoints/) or retrain"
+        )
 
 
 def verify_weights(state: dict[str, Any], name: str, path: str | Path) -> dict[str, torch.Tensor]:
@@ -84,6 +128,12 @@ def _nbytes(obj: Any) -> int:
     return 0
 
 
+def _save(state: dict[str, Any], tmp: str) -> None:
+    # through a Python file, so that a full disk raises OSError(ENOSPC), not a RuntimeError
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+
+
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
     """Write ``state`` (with checksums) as ckpt-<step>.pt atomically, keeping ``keep`` in all.
 
@@ -91,22 +141,37 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int =
     full disk still holds the newest complete checkpoint and the room the next one needs.
     """
     path = checkpoint_path(run_dir, step)
-    state = {**state, "format": CHECKPOINT_FORMAT, "checksums": checksums(state)}
+    state = {**state, "format": CHECKPOINT_FORMAT}
+    state["checksums"] = checksums(state)
     for _, old in [c for c in list_checkpoints(run_dir) if c[0] != step][: -(keep - 1) or None]:
         old.unlink(missing_ok=True)
     try:
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        atomic_write(path, lambda tmp: _save(state, tmp))
     except OSError as e:
-        if e.errno != errno.ENOSPC:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         need = _nbytes(state) / 2**20
+        then = (
+            "free space there (the previous checkpoint is intact) and --resume"
+            if latest_checkpoint(run_dir) is not None
+            else "free space there and run again"
+        )
         raise UserError(
-            f"disk full: {need:.0f} MB needed in {path.parent} for the checkpoint of step "
-            f"{step}; free space there (the previous checkpoint is intact) and --resume"
+            f"disk full: {max(need, 0.1):.1f} MB needed in {path.parent} for the checkpoint of "
+            f"step {step}; {then}"
         ) from None
     for _, old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+def retire_checkpoints(run_dir: Path, from_step: int) -> Path | None:
+    """Rename the checkpoints of step >= ``from_step`` to diverged-<step>.pt (kept to inspect,
+    never resumed from) and return the newest checkpoint left, or None."""
+    for step, path in list_checkpoints(run_dir):
+        if step >= from_step:
+            path.replace(path.with_name(f"diverged-{step:08d}.pt"))
+    return latest_checkpoint(run_dir)
 
 
 def remove_stale_temps(run_dir: Path) -> list[Path]:
@@ -145,6 +210,7 @@ def load_checkpoint(
         )
     if not isinstance(state["model"], dict) or not isinstance(state["ema"], dict):
         raise UserError(f"{path} is damaged: its weights are not state dicts")
+    verify_state(state, path)
     return state
 
 

@@ -21,6 +21,8 @@ from odedistill.teachers.architectures import EDM_ARCHITECTURES
 
 #: the bound of every integer field without a tighter one: larger values are typing mistakes
 MAX_INT = 2**31 - 1
+#: the bound of |value| of every float field without a tighter range
+MAX_FLOAT = 1e6
 
 
 def _f(
@@ -37,7 +39,7 @@ def _f(
 
     Lists give their items' range as ``item`` (``dict(lo=1, hi=64)``) and hold at most
     ``max_len`` items. Every number must be finite; an integer without ``hi`` is at most
-    ``MAX_INT``.
+    ``MAX_INT``, a float without ``lo`` or ``hi`` within ±``MAX_FLOAT``.
     """
     meta = {
         "help": help,
@@ -77,7 +79,7 @@ class SystemConfig:
     args: dict[str, Any] = _f(
         {},
         "keyword arguments of the system's class: a 'module:ClassName' system, or 'pendulum' "
-        "and 'linear' (e.g. {T = 3.0})",
+        "and 'linear' (e.g. {T = 3.0}; their arguments are numbers within ±1000)",
     )
     path: str = _f(
         "",
@@ -90,15 +92,17 @@ class SystemConfig:
         "at most the schedule's largest sigma; flow_matching: at most 1 (1 = pure noise)",
         lo=0,
         lo_open=True,
+        hi=1e4,
     )
     t_min: float = _f(
         0.002,
         "epsilon, where it ends and one-step samples are read; probability_flow: > 0 (with a "
         "diffusers teacher at least the schedule's smallest sigma); flow_matching: >= 0",
         lo=0,
+        hi=1e4,
     )
     sigma_data: float = _f(
-        0.5, "sigma_data of the preconditioning (student c_in)", lo=0, lo_open=True
+        0.5, "sigma_data of the preconditioning (student c_in)", lo=0, lo_open=True, hi=1e3
     )
 
 
@@ -110,9 +114,9 @@ class TeacherConfig:
         "mixture means: 'ring' (2-D), 'grid' (2-D) or 'digits' (1x8x8)",
         choices=("ring", "grid", "digits"),
     )
-    modes: int = _f(8, "ring: number of modes; grid: modes per side", lo=1, hi=4096)
-    radius: float = _f(1.0, "ring radius, or grid spacing", lo=0, lo_open=True)
-    std: float = _f(0.05, "standard deviation of every mixture component", lo=0)
+    modes: int = _f(8, "ring: number of modes; grid: modes per side (at most 64)", lo=1, hi=4096)
+    radius: float = _f(1.0, "ring radius, or grid spacing", lo=0, lo_open=True, hi=1e3)
+    std: float = _f(0.05, "standard deviation of every mixture component", lo=0, hi=1e3)
     count: int = _f(0, "digits: how many images become means (0 = all 1797)", lo=0, hi=1797)
     path: str = _f(
         "",
@@ -234,14 +238,14 @@ class SchemeConfig:
         250, "number of collocation points (t_0 = T ... t_{N-1} = epsilon)", lo=3, hi=100_000
     )
     grid: str = _f("karras", "collocation grid", choices=GRIDS)
-    rho: float = _f(7.0, "Karras grid exponent", lo=0, lo_open=True)
+    rho: float = _f(7.0, "Karras grid exponent", lo=0, lo_open=True, hi=100)
     fused: bool = _f(True, "run a sample's student evaluations as one batched pass")
 
 
 @dataclass
 class LossConfig:
     distance: str = _f("l2", "distance in the system's target space", choices=DISTANCES)
-    huber_c: float = _f(0.0, "pseudo-Huber c; 0 means 0.00054 sqrt(dim)", lo=0)
+    huber_c: float = _f(0.0, "pseudo-Huber c; 0 means 0.00054 sqrt(dim)", lo=0, hi=1e3)
     causal_eps: float = _f(
         0.0,
         "causal weighting (Wang, Sankaran & Perdikaris 2022): index i's loss is weighted by "
@@ -255,7 +259,7 @@ class LossConfig:
 @dataclass
 class OptimConfig:
     name: str = _f("radam", "'radam' (PID) or 'adam'", choices=("radam", "adam"))
-    lr: float = _f(2e-4, "learning rate (peak of the schedule)", lo=0, lo_open=True)
+    lr: float = _f(2e-4, "learning rate (peak of the schedule)", lo=0, lo_open=True, hi=10)
     schedule: str = _f(
         "constant",
         "learning-rate schedule after warm-up: 'constant' (PID), 'cosine' or 'linear' (decay to "
@@ -271,8 +275,8 @@ class OptimConfig:
     )
     warmup: int = _f(0, "iterations of linear learning-rate warm-up from 0 (0 = none)", lo=0)
     betas: list[float] = _f([0.9, 0.999], "Adam betas", max_len=2)
-    eps: float = _f(1e-8, "Adam epsilon", lo=0, lo_open=True)
-    weight_decay: float = _f(0.0, "weight decay", lo=0)
+    eps: float = _f(1e-8, "Adam epsilon", lo=0, lo_open=True, hi=1)
+    weight_decay: float = _f(0.0, "weight decay", lo=0, hi=10)
     grad_clip: float = _f(0.0, "clip the gradient norm to this (0 = off)", lo=0)
     foreach: bool = _f(False, "multi-tensor optimiser kernels (faster for small networks on a CPU)")
 
@@ -317,6 +321,7 @@ class TrainConfig:
         "not counted; 0 = no limit); a schedule then decays over whichever of iterations and "
         "seconds runs out first",
         lo=0,
+        hi=1e7,
     )
     clock: str = _f(
         "wall",
@@ -336,6 +341,7 @@ class TrainConfig:
         "stop once two consecutive validation checks read val_ratio <= this (0 = never; needs "
         "train.validate_every)",
         lo=0,
+        hi=1e12,
     )
 
 
@@ -349,7 +355,7 @@ class EvalConfig:
         "evaluation budgets of the Euler and Heun baselines",
         item=dict(lo=1, hi=10_000),
     )
-    ema: float = _f(-1.0, "EMA rate whose weights are 'student' (-1 = the first rate, 0 = raw)")
+    ema: float = _f(-1.0, "EMA rate reported as 'student' (-1: the first, 0: raw)", lo=-1, hi=1)
     reference: str = _f(
         "scipy",
         "where the systems without a closed form get their 'exact' endpoints: 'scipy' (DOP853, "
@@ -392,8 +398,3 @@ class Config:
 SECTIONS: dict[str, type] = {
     f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
 }
-
-
-def all_keys() -> list[str]:
-    """Every valid dotted key, e.g. 'train.iterations'."""
-    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]

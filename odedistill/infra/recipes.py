@@ -19,8 +19,16 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from odedistill.errors import UserError
-from odedistill.infra.config import MAX_INT, SECTIONS, Config, all_keys
+from odedistill.infra.config import MAX_FLOAT, MAX_INT, SECTIONS, Config
 from odedistill.registry import Registry
+
+#: the most mixture components a preset may build (the grid preset has modes² of them)
+MAX_MODES = 4096
+
+
+def all_keys() -> list[str]:
+    """Every valid dotted key, e.g. 'train.iterations'."""
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 
 
 def _closest(name: str, options: list[str]) -> str:
@@ -85,15 +93,40 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
             f"'{key}' must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
             + _closest(str(value), [str(c) for c in choices]).replace("valid keys", "choices")
         )
-    lo, hi = meta.get("lo"), meta.get("hi")
-    if tp is int and hi is None:
-        hi = MAX_INT
+    lo, hi = _range(tp, meta)
     if lo is not None and (value < lo or (meta.get("lo_open") and value == lo)):
         bound = f"> {lo}" if meta.get("lo_open") else f">= {lo}"
         raise UserError(f"'{key}' must be {bound}, got {_show(value)}")
     if hi is not None and value > hi:
         raise UserError(f"'{key}' must be <= {hi}, got {_show(value)}")
     return value
+
+
+def _range(tp: Any, meta: dict[str, Any]) -> tuple[float | None, float | None]:
+    """A number field's bounds: its own, else ±MAX_FLOAT for floats and MAX_INT for integers."""
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if tp is float:
+        return (-MAX_FLOAT if lo is None else lo), (MAX_FLOAT if hi is None else hi)
+    if tp is int:
+        return lo, (MAX_INT if hi is None else hi)
+    return lo, hi
+
+
+def range_text(tp: Any, meta: dict[str, Any]) -> str:
+    """The documented range of a number field, e.g. '(0, 10]', or '' for other fields."""
+    if tp not in (int, float):
+        return ""
+    lo, hi = _range(tp, meta)
+    left = "(" if meta.get("lo_open") else "["
+    return f"{left}{'-inf' if lo is None else f'{lo:g}'}, {hi:g}]"
+
+
+def check_field(key: str, value: Any) -> Any:
+    """``value`` checked as the dotted field ``key`` would be in a recipe (type, choices, range)."""
+    section, _, name = key.partition(".")
+    cls = SECTIONS[section]
+    meta = {f.name: dict(f.metadata) for f in dataclasses.fields(cls)}[name]
+    return _coerce(key, value, typing.get_type_hints(cls)[name], meta)
 
 
 def _plain(value: Any, depth: int = 0) -> bool:
@@ -164,6 +197,22 @@ def _check_consistency(cfg: Config, source: str) -> None:
                 f"{source}: 'eval.fid_every' must be a multiple of 'train.checkpoint_every' "
                 f"({cfg.train.checkpoint_every}), since FID is computed from a checkpoint"
             )
+    t = cfg.teacher
+    if t.preset == "grid" and t.modes**2 > MAX_MODES:
+        raise UserError(
+            f"{source}: 'teacher.modes' = {t.modes} makes a grid of {t.modes**2} modes; the "
+            f"grid preset takes at most {math.isqrt(MAX_MODES)} per side ({MAX_MODES} modes)"
+        )
+    fm = cfg.flowmap
+    if cfg.student.kind == "flowmap" and fm.sources == "sampler" and not fm.steps:
+        raise UserError(
+            f"{source}: 'flowmap.steps' is empty; flowmap.sources = 'sampler' draws from the "
+            "steps' sub-grids: give at least one K (e.g. [2, 4]) or use sources = 'uniform'"
+        )
+    if cfg.student.kind == "flowmap" and any(k > cfg.scheme.N - 1 for k in fm.steps):
+        raise UserError(
+            f"{source}: 'flowmap.steps' {fm.steps} needs K <= scheme.N - 1 = {cfg.scheme.N - 1}"
+        )
     s = cfg.system
     if s.t_min >= s.t_max:
         raise UserError(f"{source}: 'system.t_min' must be smaller than 'system.t_max'")
@@ -313,5 +362,8 @@ def field_docs() -> list[tuple[str, str, str, str]]:
             choices = f.metadata.get("choices")
             if isinstance(choices, Registry):
                 help_ = f"{help_}: {choices.describe()}"
+            bounds = range_text(hints[f.name], dict(f.metadata))
+            if bounds:
+                help_ = f"{help_}; range {bounds}"
             rows.append((f"{sname}.{f.name}", _type_name(hints[f.name]), repr(default), help_))
     return rows

@@ -190,12 +190,12 @@ SYSTEMS.register(
 )
 SYSTEMS.register(
     "linear",
-    SystemKind(lambda cfg, teacher: construct(LinearODE, cfg.system.args, "'linear'")),
+    SystemKind(lambda cfg, teacher: construct(LinearODE, cfg.system.args, "'linear'", True)),
     help="LinearODE, a decaying spiral",
 )
 SYSTEMS.register(
     "pendulum",
-    SystemKind(lambda cfg, teacher: construct(DampedPendulum, cfg.system.args, "'pendulum'")),
+    SystemKind(lambda cfg, teacher: construct(DampedPendulum, cfg.system.args, "'pendulum'", True)),
     help="DampedPendulum",
 )
 

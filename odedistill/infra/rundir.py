@@ -181,7 +181,7 @@ class RunLock:
         }
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create(json.dumps(record))
             except FileExistsError:
                 holder = self._holder()
                 if holder is not None:
@@ -192,11 +192,23 @@ class RunLock:
                     ) from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(record, f)
             self.held = True
             return self
         raise UserError(f"cannot take the lock {self.path}; remove it if no run uses the folder")
+
+    def _create(self, text: str) -> None:
+        """Create the lock file with its content in one step (``FileExistsError`` if taken).
+
+        The record is written to a private file first and hard-linked to ``.lock``, so no other
+        process ever reads a lock that exists but is still empty (and would take it as stale).
+        """
+        fd, tmp = tempfile.mkstemp(prefix=".lock.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.link(tmp, self.path)
+        finally:
+            os.unlink(tmp)
 
     def _holder(self) -> dict[str, Any] | None:
         """The live holder of the lock, or None when the lock is stale (or unreadable)."""

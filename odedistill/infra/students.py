@@ -3,9 +3,14 @@
 Every training checkpoint holds ``student``: a JSON description of the student (the network's
 class and constructor arguments, the parametrisation, the interval, the state shape, the
 number of classes and the system's recipe section) beside the raw and EMA weights. Rebuilding
-runs no code from the file: the network class must be one of ``NETWORK_CLASSES`` and the
-weights are read with ``torch.load(weights_only=True)``, memory-mapped so that only the
-weights asked for are read.
+runs no code from the file: the network class must be one of ``NETWORK_CLASSES``, the
+parametrisation is numbers, and the weights are read with ``torch.load(weights_only=True)``.
+
+A student is a network with a parametrisation, so any student samples from its file alone
+(``load_student(path).sample(z)``). Drawing initial states needs the system: a built-in one is
+rebuilt from the file's numbers; a user's own class (``"module:Class"``) is never imported
+from what a file names: the user names it again (``odedistill sample RUN --system
+module:Class``, ``read_student(path, system=...)``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint, veri
 from odedistill.infra.devices import resolve_device
 from odedistill.infra.recipes import from_dict
 from odedistill.infra.registries import SYSTEMS, TEACHER_NETWORKS, Teacher
+from odedistill.infra.user_systems import USER_KIND
 from odedistill.models.base import TrajectoryModel
 from odedistill.models.boundary import BoundaryTrajectory
 from odedistill.models.flowmap import FlowMap, sample_times
@@ -54,6 +60,22 @@ class LoadedStudent:
     step: int
     path: Path
     grid: torch.Tensor
+    system_kind: str = ""
+
+    def require_system(self) -> ODESystem:
+        """The system, or a ``UserError`` saying how to name a user's own class again."""
+        if self.system is not None:
+            return self.system
+        if self.system_kind == "object":
+            raise UserError(
+                f"{self.path}: the run's system was a Python object; sample it through the "
+                "library: odedistill.load_student(path).sample(z) with your own initial states"
+            )
+        raise UserError(
+            f"{self.path}: the run's system is your own class {self.system_kind!r}, which odedistill "
+            f"never imports because a file names it; name it again: --system {self.system_kind} "
+            "(or sample in Python: odedistill.load_student(path).sample(z))"
+        )
 
     def sample_times(self, steps: int) -> list[float]:
         """The times of a ``steps``-step sample on the run's collocation grid."""
@@ -138,10 +160,34 @@ def rebuild_network(spec: dict[str, Any], where: str) -> nn.Module:
         raise UserError(f"{where}: cannot build {name} from the stored arguments ({e})") from None
 
 
-def rebuild_system(spec: dict[str, Any], where: str) -> ODESystem | None:
-    """The student's system, without its teacher: enough to draw initial states and conditions."""
-    section = spec.get("system") or {}
-    if section.get("kind") == "object":
+def rebuild_system(
+    spec: dict[str, Any], where: str, kind: str | ODESystem | None = None
+) -> ODESystem | None:
+    """The student's system, without its teacher: enough to draw initial states and conditions.
+
+    A built-in system is rebuilt from the file. A user's own class is imported only when the
+    user names it again as ``kind`` ('module:Class', searched in the current folder and on
+    the Python path, built with the run's ``system.args``) or gives the system object itself;
+    without it: None.
+    """
+    section = dict(spec.get("system") or {})
+    stored = section.get("kind")
+    if isinstance(kind, ODESystem):
+        if tuple(kind.state_shape) != tuple(spec["state_shape"]):
+            raise UserError(
+                f"{where}: the student's states have shape {tuple(spec['state_shape'])}, the "
+                f"given system's {tuple(kind.state_shape)}"
+            )
+        return kind
+    if kind is not None:
+        if SYSTEMS.is_builtin(stored):
+            raise UserError(
+                f"{where}: the run's system is the built-in {stored!r}; drop --system {kind}"
+            )
+        if not (isinstance(kind, str) and USER_KIND.match(kind)):
+            raise UserError(f"--system expects package.module:ClassName, got {kind!r}")
+        section = {"kind": kind, "path": ".", "args": section.get("args", {})}
+    elif not SYSTEMS.is_builtin(stored):
         return None
     cfg = from_dict({"system": section}, source=f"{where} (student's system)")
     kind = SYSTEMS.get(cfg.system.kind)
@@ -157,8 +203,13 @@ def rebuild_student(spec: dict[str, Any], where: str = "student") -> TrajectoryM
     param = Parametrisation.from_dict(spec["parametrisation"])
     net = rebuild_network(spec, where)
     if kind == "flowmap":
-        return FlowMap(net, spec["t_start"], spec["t_end"], param, spec.get("skip_sigma_data"))
-    return BoundaryTrajectory(net, spec["t_start"], spec["t_end"], param)
+        model: TrajectoryModel = FlowMap(
+            net, spec["t_start"], spec["t_end"], param, spec.get("skip_sigma_data")
+        )
+    else:
+        model = BoundaryTrajectory(net, spec["t_start"], spec["t_end"], param)
+    model.state_shape = tuple(int(n) for n in spec["state_shape"])
+    return model
 
 
 def load_weights(
@@ -185,9 +236,16 @@ def load_weights(
 
 
 def read_student(
-    path: str | Path, weights: str = "ema", device: str | torch.device = "cpu"
+    path: str | Path,
+    weights: str = "ema",
+    device: str | torch.device = "cpu",
+    system: str | ODESystem | None = None,
 ) -> LoadedStudent:
-    """The student of a run directory (newest checkpoint) or checkpoint file, with its system."""
+    """The student of a run directory (newest checkpoint) or checkpoint file, with its system.
+
+    ``system`` names a user's own system class again ('module:Class') or is the system
+    itself; see ``rebuild_system``.
+    """
     ckpt = resolve_checkpoint(path)
     state = read_checkpoint(ckpt)
     names = weight_names(state, weights)
@@ -199,11 +257,12 @@ def read_student(
     grid = make_grid(g["kind"], int(g["N"]), spec["t_start"], spec["t_end"], float(g["rho"]))
     return LoadedStudent(
         model.to(resolve_device(device)),
-        rebuild_system(spec, str(ckpt)),
+        rebuild_system(spec, str(ckpt), system),
         names[0],
         int(state.get("step", 0)),
         ckpt,
         grid,
+        str((spec.get("system") or {}).get("kind", "")),
     )
 
 

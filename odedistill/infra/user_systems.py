@@ -82,11 +82,41 @@ def import_system_class(kind: str, path: str = "") -> type[ODESystem]:
     return obj
 
 
-def construct(cls: type[ODESystem], args: dict[str, Any], what: str) -> ODESystem:
-    """``cls(**args)``, with a bad argument reported in one line."""
+#: the range of every number in a built-in system's arguments
+BUILTIN_ARG_BOUND = 1e3
+
+
+def _numbers(value: Any) -> list[Any]:
+    if isinstance(value, list | tuple):
+        return [n for v in value for n in _numbers(v)]
+    return [value]
+
+
+def check_numbers(args: dict[str, Any], what: str, bound: float = BUILTIN_ARG_BOUND) -> None:
+    """Every argument is a number (or nested lists of numbers) within ±``bound``."""
+    for key, value in args.items():
+        for n in _numbers(value):
+            if isinstance(n, bool) or not isinstance(n, int | float):
+                raise UserError(
+                    f"system {what}: system.args.{key} must be a number (or a list of numbers), "
+                    f"got {n!r}"
+                )
+            if not abs(n) <= bound:
+                raise UserError(
+                    f"system {what}: system.args.{key} = {n!r} is outside [-{bound:g}, {bound:g}]"
+                )
+
+
+def construct(
+    cls: type[ODESystem], args: dict[str, Any], what: str, builtin: bool = False
+) -> ODESystem:
+    """``cls(**args)``, with a bad argument reported in one line; a built-in system's
+    arguments must be numbers within ±``BUILTIN_ARG_BOUND``."""
+    if builtin:
+        check_numbers(args, what)
     try:
         return cls(**args)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ArithmeticError, RuntimeError) as e:
         first = (str(e).strip().splitlines() or [""])[0]
         raise UserError(f"system {what} with system.args {args}: {first}") from None
 
@@ -105,6 +135,10 @@ class SystemRegistry(Registry[SystemKind]):
 
     def __contains__(self, name: object) -> bool:
         return super().__contains__(name) or (isinstance(name, str) and bool(USER_KIND.match(name)))
+
+    def is_builtin(self, name: object) -> bool:
+        """``name`` is a registered system (one that building never imports anything for)."""
+        return isinstance(name, str) and super().__contains__(name)
 
     def get(self, name: str) -> SystemKind:
         if isinstance(name, str) and USER_KIND.match(name) and not super().__contains__(name):

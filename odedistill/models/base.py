@@ -54,6 +54,39 @@ class TrajectoryModel(nn.Module):
 
     t_start: float
     t_end: float
+    #: the shape of one state and the number of classes, where the builder records them
+    state_shape: tuple[int, ...] | None = None
+
+    def sample_inputs(
+        self, z: object, cond: object = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``z`` (B, *state_shape) and ``cond`` as tensors of the network's dtype and device.
+
+        Lists and arrays become tensors and other floating dtypes are cast; a state of the
+        wrong shape or a value that is not numeric is a one-line ``UserError`` naming it.
+        """
+        ref = next(iter([*self.parameters(), *self.buffers()]), None)
+        dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+        device = ref.device if ref is not None else torch.device("cpu")
+        out = []
+        for name, value in (("z", z), ("cond", cond)):
+            if value is None:
+                out.append(None)
+                continue
+            try:
+                value = torch.as_tensor(value)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise UserError(f"sample: {name} must be a tensor of numbers ({e})") from None
+            if value.dtype == torch.bool or value.is_complex():
+                raise UserError(f"sample: {name} must be real numbers, got {value.dtype}")
+            out.append(value.to(device=device, dtype=dtype))
+        z_t = out[0]
+        shape = self.state_shape
+        if z_t is None or (shape is not None and tuple(z_t.shape[1:]) != tuple(shape)):
+            want = "(B, " + ", ".join(map(str, shape or ("...",))) + ")"
+            got = None if z_t is None else tuple(z_t.shape)
+            raise UserError(f"sample: z must be a batch of states of shape {want}, got {got}")
+        return z_t, out[1]
 
     @abstractmethod
     def forward(
@@ -74,6 +107,7 @@ class TrajectoryModel(nn.Module):
     ) -> torch.Tensor:
         """One-step solution: ``x(z, t_end)``. A trajectory from the initial state has no other
         sampler; a flow map (``FlowMap``) also samples in several ``steps``."""
+        z, cond = self.sample_inputs(z, cond)
         if steps != 1 or (times is not None and len(times) != 2):
             raise UserError(
                 f"{type(self).__name__} is a one-time student x(z, t): it samples in one step "
@@ -81,3 +115,22 @@ class TrajectoryModel(nn.Module):
             )
         t = torch.full((z.shape[0],), self.t_end, device=z.device, dtype=z.dtype)
         return self(z, t, cond)
+
+
+#: samples larger than this many times (1 + the largest |z|) have exploded
+EXPLODED = 1e4
+
+
+def output_problem(x: torch.Tensor, z: torch.Tensor) -> str | None:
+    """Why samples ``x`` of initial states ``z`` cannot be trusted, or None when they are sane.
+
+    Not finite, or exploded: max |x| > EXPLODED · (1 + max |z|), the sign of weights that
+    diverged (a trained student maps its initial states to states of a like scale).
+    """
+    if not bool(torch.isfinite(x).all()):
+        return "the student's samples are not finite (nan or inf)"
+    bound = EXPLODED * (1.0 + float(z.detach().abs().max()))
+    top = float(x.detach().abs().max()) if x.numel() else 0.0
+    if top > bound:
+        return f"the student's samples have exploded (|x| up to {top:.3g}, above {bound:.3g})"
+    return None

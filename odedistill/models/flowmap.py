@@ -13,6 +13,8 @@ Sampling with K steps composes the map over T = s_0 > s_1 > … > s_K = t_end.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -113,6 +115,7 @@ class FlowMap(TrajectoryModel):
         Without ``times`` only one step is possible here; ``sample_times(grid, K)`` gives the
         default times of K steps on the collocation grid the map was trained on.
         """
+        z, cond = self.sample_inputs(z, cond)
         if times is None:
             if steps != 1:
                 raise UserError(
@@ -130,7 +133,9 @@ class FlowMap(TrajectoryModel):
 
 
 def check_times(times: list[float], t_start: float, t_end: float) -> None:
-    """The times of a K-step sample: from t_start to t_end, strictly monotone."""
+    """The times of a K-step sample: finite, from t_start to t_end, strictly monotone."""
+    if not all(math.isfinite(t) for t in times):
+        raise UserError(f"sampling times must be finite numbers, got {list(times)}")
     if len(times) < 2 or times[0] != t_start or times[-1] != t_end:
         raise UserError(
             f"sampling times must run from t_start = {t_start:g} to t_end = {t_end:g}, got "

@@ -9,8 +9,8 @@ from torch import nn
 
 from odedistill.errors import UserError
 from odedistill.infra.seeds import Samples, SeedNoise, SeedSampler, draw_labels
-from odedistill.models.base import TrajectoryModel
-from odedistill.models.flowmap import FlowMap
+from odedistill.models.base import TrajectoryModel, output_problem
+from odedistill.models.flowmap import FlowMap, check_times
 from odedistill.solvers import edm_sampler
 from odedistill.systems.base import ODESystem
 from odedistill.systems.probability_flow import ProbabilityFlowODE
@@ -42,6 +42,8 @@ class StudentSampler(SeedSampler):
         self.label_dim = int(system.label_dim)
         self.device = _module_device(model)
         self.description = f"student, {self.steps} step{'s' if self.steps > 1 else ''}"
+        if times is not None:
+            check_times(times, model.t_start, model.t_end)  # before any sampling
         if self.steps > 1 and not isinstance(model, FlowMap):
             raise UserError(
                 f"this run's student is a one-time PID student: it samples in one step only, "
@@ -68,6 +70,12 @@ class StudentSampler(SeedSampler):
             x = self.model.sample(z.to(self.device), c, self.steps, self.times)
         finally:
             self.model.train(was_training)
+        problem = output_problem(x, z)
+        if problem is not None:
+            raise UserError(
+                f"{problem}: the weights diverged or the times are outside what it learnt; "
+                "use an earlier checkpoint or other --weights"
+            )
         if system.is_image:
             x = x.clamp(-1, 1)
         return Samples(x.cpu(), z.cpu(), None if idx is None else idx.cpu())

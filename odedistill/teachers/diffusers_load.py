@@ -69,15 +69,31 @@ def _find_folders(path: Path) -> tuple[Path, Path]:
     )
 
 
+def _refuse_bin(where: Path) -> UserError:
+    return UserError(
+        f"{where} has pickled .bin weights, which odedistill does not load "
+        "(unpickling can run code); convert them once, where you trust the file, with "
+        "UNet2DModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)"
+    )
+
+
 def _check_weights(unet_dir: Path) -> None:
-    if (unet_dir / _WEIGHTS).is_file() or (unet_dir / f"{_WEIGHTS}.index.json").is_file():
+    """Safetensors weights: one file, or a sharded index naming only .safetensors shards."""
+    index = unet_dir / f"{_WEIGHTS}.index.json"
+    if index.is_file():
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise UserError(f"{index} has no weight_map; save the UNet again with save_pretrained")
+        shards = {str(v) for v in weight_map.values()}
+        if any(not s.endswith(".safetensors") for s in shards):
+            raise _refuse_bin(index)
+        if any(Path(s).name != s for s in shards):
+            raise UserError(f"{index} names shards outside {unet_dir}; it is damaged or foreign")
+        return
+    if (unet_dir / _WEIGHTS).is_file():
         return
     if any(unet_dir.glob("*.bin")):
-        raise UserError(
-            f"{unet_dir} has only pickled .bin weights, which odedistill does not load "
-            "(unpickling can run code); convert them once, where you trust the file, with "
-            "UNet2DModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)"
-        )
+        raise _refuse_bin(unet_dir)
     raise UserError(f"{unet_dir} has no {_WEIGHTS}")
 
 

@@ -113,6 +113,7 @@ class Trainer:
         self.scaler = self.precision.make_scaler()
         self.step = 0
         self.last_checkpoint: Path | None = None
+        self.guard = monitor.LossGuard()  # a loss that is not sane stops the run
         self.log = MetricsLog(self.run_dir, enabled=False)  # the open metrics.jsonl during run()
         self.window = {"loss_sum": 0.0, "loss_n": 0}  # the losses since the last metrics line
         self.train_seconds = 0.0  # train.clock seconds spent in training steps
@@ -283,18 +284,12 @@ class Trainer:
         for name, model in weights_of(s).items():
             if not monitor.gives_finite_samples(model, s.system, self.cfg.eval.seed):
                 raise self._diverged(
-                    f"the {name} weights became non-finite (or give non-finite samples) at "
+                    f"the {name} weights became non-finite (or give non-finite or exploded samples) at "
                     f"step {self.step}"
                 )
 
-    def _diverged(self, what: str) -> TrainingDiverged:
-        where = (
-            f"the last good checkpoint is {self.last_checkpoint}; continue from it with --resume "
-            "and a lower optim.lr or an optim.grad_clip (both may change on resume)"
-            if self.last_checkpoint
-            else "no checkpoint was written yet; lower optim.lr or set optim.grad_clip"
-        )
-        return TrainingDiverged(f"{what}; training stopped and {where}")
+    def _diverged(self, what: str, loss: bool = False) -> TrainingDiverged:
+        return monitor.diverged(self, what, loss)
 
     def run(
         self,
@@ -332,8 +327,8 @@ class Trainer:
                 tick = self.clock()
                 loss = self.train_step()
                 value = float(loss)
-                if not torch.isfinite(loss):
-                    raise self._diverged(f"loss became {value} at step {self.step + 1}")
+                if (problem := self.guard.problem(value)) is not None:
+                    raise self._diverged(f"{problem} at step {self.step + 1}", loss=True)
                 self.optimizer_step()
                 seconds = torch.tensor([self.clock() - tick], device=loss.device)
                 self.train_seconds += float(distributed.mean_over_ranks(seconds))  # one schedule
