@@ -370,6 +370,24 @@ class EvalConfig:
         10000, "FID during training: images from seeds 0 .. fid_num - 1", lo=2, hi=10**7
     )
     fid_weights: str = _f("all", "FID during training: 'all', 'ema', 'raw' or a rate")
+    fid_end: bool = _f(
+        False,
+        "after training: FID (with eval.fid_ref, fid_detector, fid_num) of the student (a flow "
+        "map at 1 and flowmap.steps steps) and of the teacher's Euler and Heun at eval.fid_nfe "
+        "evaluations, into eval.json's 'fid' section and fid_vs_nfe.png",
+    )
+    fid_nfe: list[int] = _f(
+        [1, 2, 4, 8, 16, 35],
+        "eval.fid_end: the teacher's numbers of evaluations (Heun at an odd number ends with an "
+        "Euler step, as EDM's sampler)",
+        item=dict(lo=1, hi=10_000),
+        max_len=64,
+    )
+    fid_floor_ref: str = _f(
+        "",
+        "eval.fid_end: statistics of a second sample of the data; their FID against "
+        "eval.fid_ref is reported as the data-against-data floor ('' = none)",
+    )
 
 
 @dataclass
