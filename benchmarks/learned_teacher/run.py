@@ -1,5 +1,5 @@
-"""Command line of the learned-teacher benchmark: train the teacher, train the detector, or
-distil and score (see report.md for what is measured)."""
+"""Command line of the learned-teacher benchmark: train the teacher (``train``), train the
+detector and its reference statistics (``detector``), or distil and score (the default)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from benchmarks.learned_teacher.bench import QUICK, BenchSettings, run_bench
 from benchmarks.learned_teacher.data import (
     DATA_DIR,
     DETECTOR_FILE,
@@ -20,9 +22,15 @@ from benchmarks.learned_teacher.data import (
     train_and_heldout,
 )
 from benchmarks.learned_teacher.detector import train_detector
-from benchmarks.learned_teacher.teacher import TeacherSettings, train_teacher
+from benchmarks.learned_teacher.report import write_report
+from benchmarks.learned_teacher.teacher import (
+    TeacherSettings,
+    teacher_samples_png,
+    train_teacher,
+)
 from odedistill._io import atomic_write_json
 from odedistill.evaluation.fid import fid_from_stats, load_ref
+from odedistill.infra.machine import machine_info
 from odedistill.infra.pictures import to_uint8
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "learned_teacher"
@@ -36,7 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.learned_teacher")
     p.add_argument("command", nargs="?", default="bench", choices=("train", "detector", "bench"))
     p.add_argument("--quick", action="store_true", help="a preset that runs in seconds")
-    p.add_argument("--out", type=Path, default=None, help="output file or folder")
+    p.add_argument("--out", type=Path, default=None, help="output file (train) or folder")
+    p.add_argument("--budget", type=float, default=None, help="bench: CPU seconds per student")
+    p.add_argument("--jobs", type=int, default=None, help="bench: students trained at once")
     args = p.parse_args(argv)
     if args.command == "train":
         settings = TeacherSettings(iterations=20) if args.quick else TeacherSettings()
@@ -45,9 +55,25 @@ def main(argv: list[str] | None = None) -> None:
         log(
             f"wrote {out}: {summary['parameters']:,} parameters, {summary['cpu_seconds']:.0f} CPU s"
         )
+        if args.out is None:
+            teacher_samples_png(out, RESULTS / "teacher_heun_grid.png")
+            atomic_write_json(RESULTS / "teacher.json", summary)
     elif args.command == "detector":
-        out = args.out or DATA_DIR
-        make_detector(out, epochs=2 if args.quick else 40)
+        make_detector(args.out or DATA_DIR, epochs=2 if args.quick else 40)
+    else:
+        st = QUICK if args.quick else BenchSettings()
+        if args.budget is not None:
+            st.budget = args.budget
+        if args.jobs is not None:
+            st.jobs = args.jobs
+        out = args.out or RESULTS
+        results = run_bench(st, out, log=log)
+        results["meta"] = {"machine": machine_info(torch.device("cpu"))}
+        command = "python -m benchmarks.learned_teacher" + (" --quick" if args.quick else "")
+        if args.budget is not None:
+            command += f" --budget {args.budget:g}"
+        write_report(results, out, command)
+        log(f"wrote {out / 'report.md'}")
 
 
 def fid_ref(images: np.ndarray, out: Path, detector: Path) -> None:

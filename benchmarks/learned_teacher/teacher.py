@@ -17,7 +17,10 @@ from typing import Any
 import torch
 
 from benchmarks.learned_teacher.data import train_and_heldout
-from odedistill.teachers import EDMPrecond, save_teacher
+from odedistill.infra.pictures import save_image_grid
+from odedistill.infra.seeds import generate
+from odedistill.sampling.samplers import TeacherSampler
+from odedistill.teachers import EDMPrecond, load_teacher, save_teacher
 
 
 @dataclass
@@ -112,3 +115,11 @@ def train_teacher(
         "parameters": sum(p.numel() for p in D.parameters()),
         "file": str(out),
     }
+
+
+def teacher_samples_png(path: Path, out: Path, steps: int = 18, n: int = 64) -> Path:
+    """EDM's sampler (Heun, ``steps`` steps, 2 steps − 1 evaluations) from seeds 0 … n − 1."""
+    teacher = load_teacher(path)
+    sampler = TeacherSampler(teacher, num_steps=steps)
+    _, s = next(generate(sampler, range(n), n))
+    return save_image_grid(s.x.clamp(-1, 1), out, cols=8, scale=4)

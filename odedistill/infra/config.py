@@ -117,7 +117,9 @@ class TeacherConfig:
     path: str = _f(
         "",
         "edm: path to a released .pkl or a converted .safetensors; diffusers: a folder written "
-        "by save_pretrained (a pipeline, or a UNet with its scheduler_config.json)",
+        "by save_pretrained (unet/ and scheduler/, or a UNet with its scheduler_config.json), "
+        "or a Hugging Face Hub id (owner/name) in the local cache; a relative path not found "
+        "from the working directory is looked up beside the recipe",
     )
     arch: str = _f(
         "ddpmpp",
