@@ -47,7 +47,7 @@ class BenchSettings:
     seed: int = 0
 
 
-QUICK = BenchSettings(budget=2.0, batch=8, N=10, fid_num=32, teacher_nfe=[1, 2, 4], jobs=1)
+QUICK = BenchSettings(budget=1.0, batch=8, N=10, fid_num=32, teacher_nfe=[1, 2, 4], jobs=1)
 
 
 def students() -> list[tuple[str, str]]:
