@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,15 @@ from odedistill._io import atomic_write_json, atomic_write_text
 from odedistill.infra.pictures import plot_curves
 
 PLOT = "fd_vs_nfe.png"
-SECTIONS = ("Setting", "FD against evaluations", "Where PID lands", "Targets", "Reproduce")
+SECTIONS = (
+    "Setting",
+    "The teacher",
+    "FD against evaluations",
+    "Where PID lands",
+    "Targets",
+    "Reproduce",
+)
+TEACHER_JSON = "teacher.json"  # written by `python -m benchmarks.learned_teacher train`
 
 
 def _curve(t: dict[str, Any], method: str) -> dict[int, float]:
@@ -50,6 +59,28 @@ def targets(results: dict[str, Any]) -> list[tuple[str, float, float, bool]]:
     return [(name, v, b, v <= b) for name, v, b in rows]
 
 
+def _teacher_lines(out: Path) -> list[str]:
+    """The teacher's training cost, reproduction and EDM-sampler grid, from teacher.json."""
+    path = out / TEACHER_JSON
+    if not path.is_file():
+        return [
+            "(no teacher.json here: `python -m benchmarks.learned_teacher train` writes it)",
+            "",
+        ]
+    t = json.loads(path.read_text())
+    st = t["settings"]
+    lines = [
+        f"{t['parameters']:,} parameters; {st['iterations']} Adam steps of batch {st['batch']} "
+        f"(lr {st['lr']:g}, EMA {st['ema']}) in {t['cpu_seconds']:.0f} CPU seconds, seed "
+        f"{st['seed']}, one thread.",
+    ]
+    if t.get("reproduction"):
+        lines += ["", f"Reproduction: {t['reproduction']}"]
+    lines += ["", "EDM's sampler (Heun, 18 steps, 35 evaluations), seeds 0-63:", ""]
+    lines += ["![teacher samples](teacher_heun_grid.png)", ""]
+    return lines
+
+
 def write_report(results: dict[str, Any], out: Path, command: str) -> None:
     t = results["teacher"]
     st = results["settings"]
@@ -82,6 +113,7 @@ def write_report(results: dict[str, Any], out: Path, command: str) -> None:
         f"{results['meta']['machine'].get('load_average', '?')}.",
         "",
     ]
+    lines += ["## The teacher", ""] + _teacher_lines(out)
     lines += ["## FD against evaluations", "", f"![FD against evaluations]({PLOT})", ""]
     lines += ["| sampler | " + " | ".join(str(n) for n in sorted(heun)) + " |"]
     lines += ["|---|" + "---|" * len(heun)]

@@ -27,6 +27,7 @@ from benchmarks.learned_teacher.teacher import (
     TeacherSettings,
     teacher_samples_png,
     train_teacher,
+    weights_sha256,
 )
 from odedistill._io import atomic_write_json
 from odedistill.evaluation.fid import fid_from_stats, load_ref
@@ -55,8 +56,11 @@ def main(argv: list[str] | None = None) -> None:
         log(
             f"wrote {out}: {summary['parameters']:,} parameters, {summary['cpu_seconds']:.0f} CPU s"
         )
+        summary["weights_sha256"] = weights_sha256(out)
+        log(f"weights sha256 {summary['weights_sha256']}")
         if args.out is None:
             teacher_samples_png(out, RESULTS / "teacher_heun_grid.png")
+            summary["command"] = "python -m benchmarks.learned_teacher train"
             atomic_write_json(RESULTS / "teacher.json", summary)
     elif args.command == "detector":
         make_detector(args.out or DATA_DIR, epochs=2 if args.quick else 40)

@@ -9,18 +9,34 @@ the code, the seed and the torch build.
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 from benchmarks.learned_teacher.data import train_and_heldout
 from odedistill.infra.pictures import save_image_grid
 from odedistill.infra.seeds import generate
 from odedistill.sampling.samplers import TeacherSampler
 from odedistill.teachers import EDMPrecond, load_teacher, save_teacher
+
+LICENCE = "odedistill's digits teacher, trained on scikit-learn's digits; MIT like the project"
+
+
+def weights_sha256(path: Path) -> str:
+    """SHA-256 of a teacher file's tensors (names, dtypes, shapes and bytes, in name order):
+    equal for equal weights, whatever order the file's metadata was written in."""
+    h = hashlib.sha256()
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        for k in sorted(f.keys()):
+            t = f.get_tensor(k).contiguous()
+            h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 @dataclass
@@ -108,7 +124,7 @@ def train_teacher(
             running = 0.0
     seconds = time.process_time() - t0
     kwargs = dict(settings.network)
-    save_teacher(ema, out, kwargs)
+    save_teacher(ema, out, kwargs, licence=LICENCE)
     return {
         "settings": asdict(settings),
         "cpu_seconds": seconds,
