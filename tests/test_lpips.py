@@ -59,7 +59,9 @@ def test_without_the_package_the_error_names_package_and_weights(
 
 def test_the_install_line_names_the_torchvision_built_for_the_torch():
     """torchvision 0.(m + 15) pairs with torch 2.m: 0.28 with the pinned 2.13.0, 0.29 with 2.14."""
-    assert "'torchvision==0.28.*'" in lpips_install_line("2.13.0+cpu")
+    assert "'torchvision==0.28.*'" in lpips_install_line("2.13.0")
+    cpu = lpips_install_line("2.13.0+cpu")  # a CPU build: torchvision from PyTorch's CPU index
+    assert "'torchvision==0.28.*' --index-url https://download.pytorch.org/whl/cpu" in cpu
     assert "'torchvision==0.29.*'" in lpips_install_line("2.14.1")
     assert "'torchvision==0.19.*'" in lpips_install_line("2.4.0")
 
