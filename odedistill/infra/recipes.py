@@ -19,7 +19,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from odedistill.errors import UserError
-from odedistill.infra.config import MAX_INT, SECTIONS, Config, all_keys
+from odedistill.infra.config import SECTIONS, Config, all_keys
+from odedistill.infra.fields import MAX_INT
 from odedistill.registry import Registry
 
 
