@@ -123,9 +123,24 @@ def _missing_package(label: str, package: str, e: BaseException, files) -> UserE
     also = f"; it also needs weights: {_where_to_put(missing, folder)}" if missing else ""
     return UserError(
         f"{label} needs the '{package}' package and a torchvision that imports "
-        f"({_first_line(e)}); install them with pip install 'odedistill[lpips]', or use "
+        f"({_first_line(e)}); install them with {lpips_install_line()}, or use "
         f"loss.distance = 'pseudo_huber'{also}"
     )
+
+
+def lpips_install_line(torch_version: str | None = None) -> str:
+    """The install line of the LPIPS extra for this torch: torchvision 0.(minor + 15) is the one
+    built for torch 2.minor (0.28 for 2.13), installed first so that pip keeps the torch; a
+    local build such as ``+cpu`` takes its torchvision from PyTorch's index of that build (the
+    PyPI wheel does not load against a CPU-only torch)."""
+    full = torch_version or torch.__version__
+    version = full.split("+")[0].split(".")
+    if len(version) >= 2 and version[0] == "2" and version[1].isdigit():
+        vision = f"torchvision==0.{int(version[1]) + 15}.*"
+        local = full.split("+")[1] if "+" in full else ""
+        index = f" --index-url https://download.pytorch.org/whl/{local}" if local else ""
+        return f"pip install '{vision}'{index} && pip install -e '.[lpips]' (from a clone)"
+    return "pip install -e '.[lpips]' (from a clone) after the torchvision built for your torch"
 
 
 def perceptual_input(x: torch.Tensor) -> torch.Tensor:

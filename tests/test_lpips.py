@@ -13,6 +13,7 @@ from odedistill.distances import (
     WeightFile,
     ensure_weights,
     hub_checkpoints,
+    lpips_install_line,
     perceptual_input,
 )
 
@@ -41,7 +42,8 @@ def test_without_the_package_the_error_names_package_and_weights(
         cls()
     message = str(info.value)
     assert "\n" not in message
-    assert f"'{package}' package" in message and "pip install 'odedistill[lpips]'" in message
+    assert f"'{package}' package" in message and "pip install -e '.[lpips]'" in message
+    assert lpips_install_line() in message  # the torchvision built for this torch
     assert "ModuleNotFoundError" in message or "ImportError" in message
     for name in files:
         assert name in message
@@ -52,7 +54,16 @@ def test_without_the_package_the_error_names_package_and_weights(
         (torch_home / name).write_bytes(b"")
     with pytest.raises(UserError) as info:
         cls()
-    assert "weights" not in str(info.value) and "odedistill[lpips]" in str(info.value)
+    assert "weights" not in str(info.value) and "'.[lpips]'" in str(info.value)
+
+
+def test_the_install_line_names_the_torchvision_built_for_the_torch():
+    """torchvision 0.(m + 15) pairs with torch 2.m: 0.28 with the pinned 2.13.0, 0.29 with 2.14."""
+    assert "'torchvision==0.28.*'" in lpips_install_line("2.13.0")
+    cpu = lpips_install_line("2.13.0+cpu")  # a CPU build: torchvision from PyTorch's CPU index
+    assert "'torchvision==0.28.*' --index-url https://download.pytorch.org/whl/cpu" in cpu
+    assert "'torchvision==0.29.*'" in lpips_install_line("2.14.1")
+    assert "'torchvision==0.19.*'" in lpips_install_line("2.4.0")
 
 
 def test_weights_that_cannot_be_downloaded_are_named_with_source_and_folder(torch_home, tmp_path):

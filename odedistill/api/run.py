@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
+from odedistill.api.fd_curve import FID_PLOT, fid_table
 from odedistill.api.fid_runs import evaluate_checkpoint
 from odedistill.errors import UserError
 from odedistill.evaluation.features import FIDScorer, default_seeds
@@ -66,9 +67,11 @@ def finish_run(session: Session, run_dir: Path, console: Console) -> dict[str, A
     cfg = session.cfg
     students = weights_of(session)
     chosen = reported_weights(session)
-    with console.status("evaluating against the exact solution"):
-        report, outputs = evaluate(cfg, session.system, students, chosen)
-        write_eval(run_dir, report)
+    report, outputs = evaluate(cfg, session.system, students, chosen, run_dir, console)
+    if cfg.eval.fid_end:
+        report["fid"] = fid_table(session, students[chosen], run_dir, console)
+    write_eval(run_dir, report)
+    with console.status("drawing samples.png"):
         write_samples_png(
             session.system,
             outputs,
@@ -77,6 +80,7 @@ def finish_run(session: Session, run_dir: Path, console: Console) -> dict[str, A
             session.grid,
             grid_size=cfg.eval.grid_size,
             trajectories=cfg.eval.trajectories,
+            reference_label=report.get("reference_label", "exact ODE endpoint"),
         )
     return report
 
@@ -183,9 +187,21 @@ def _train_and_evaluate(
         return None
     report = finish_run(session, run_dir, console)
     s = report["samplers"]["student"]
+    floor = report["data_floor_sliced_w1"]
+    against = f"data floor {floor:.4g}" if floor is not None else f"against {report['reference']}"
     console.print(
         f"student (1 step): relative error {s['trajectory_rel_error']:.4g}, "
-        f"sliced W1 {s['sliced_w1']:.4g} (data floor {report['data_floor_sliced_w1']:.4g})"
+        f"sliced W1 {s['sliced_w1']:.4g} ({against})"
     )
+    if "fid" in report:
+        f = report["fid"]
+        heun = f["teacher"]["heun"]
+        best = max(heun, key=int)  # the most evaluations
+        console.print(
+            f"FID ({f['num_images']} images): student {f['student']['1']:.4g}, teacher Heun "
+            f"{best} NFE {heun[best]:.4g}"
+            + (f", data floor {f['data_floor']:.4g}" if f["data_floor"] is not None else "")
+        )
+        console.print(f"wrote {run_dir / FID_PLOT}")
     console.print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'samples.png'}")
     return report

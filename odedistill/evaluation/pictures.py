@@ -31,10 +31,13 @@ def write_samples_png(
     times: torch.Tensor,
     grid_size: int = 8,
     trajectories: int = 8,
+    reference_label: str = "exact ODE endpoint",
 ) -> Path:
-    """Image panels (student, the largest-NFE Heun, exact endpoints, data), or 2-D scatters
-    with ``trajectories`` student paths through ``times`` against exact ones. A flow map's
-    1-, 2- and 4-step samples (``student@K``) stand side by side."""
+    """Image panels (student, the largest-NFE Heun, the reference endpoints, data where the
+    system has data), or 2-D scatters with ``trajectories`` student paths through ``times``
+    against exact ones. A flow map's 1-, 2- and 4-step samples (``student@K``) stand side by
+    side. ``reference_label`` names the reference endpoints (eval.json's ``reference_label``
+    for a network teacher: "teacher, Heun K steps")."""
     students = _student_panels(outputs)
     if system.is_image:
         n = min(grid_size**2, outputs["student"].shape[0])
@@ -46,14 +49,16 @@ def write_samples_png(
         panels = {title: x[:n] for title, x in students.items()}
         if heun_key:
             panels[f"teacher Heun, {heun_key.split('_')[1]} NFE"] = outputs[heun_key][:n]
-        panels["exact ODE endpoint"] = outputs["exact"][:n]
-        panels["data"] = outputs["data"][:n]
+        panels[reference_label] = outputs["exact"][:n]
+        if "data" in outputs:
+            panels["data"] = outputs["data"][:n]
         return pictures.plot_image_panels(
             {k: v.clamp(-1, 1) for k, v in panels.items()}, path, cols=grid_size
         )
     if system.dim != 2:
         return path
-    panels = {"data": outputs["data"], "exact ODE endpoints": outputs["exact"], **students}
+    panels = {"data": outputs["data"]} if "data" in outputs else {}
+    panels.update({f"{reference_label}s": outputs["exact"], **students})
     traj = None
     k = min(trajectories, outputs["z"].shape[0])
     if k:
@@ -77,3 +82,22 @@ def write_samples_png(
             )
         traj = (times, student, exact)
     return pictures.plot_2d(panels, path, traj, traj_title=title if traj else "")
+
+
+def plot_fid_curve(table: dict, path: Path, title: str = "") -> Path:
+    """FID against evaluations: the teacher's Euler and Heun curves, the student's points, and
+    the data floor (a line) where there is one; ``table`` is eval.json's 'fid' section."""
+    curves = {
+        f"teacher, {m.capitalize()}": {int(k): v for k, v in table["teacher"][m].items()}
+        for m in ("euler", "heun")
+    }
+    points = {"student": {int(k): v for k, v in table["student"].items()}}
+    return pictures.plot_curves(
+        curves,
+        points,
+        path,
+        floor=table.get("data_floor"),
+        xlabel="network evaluations",
+        ylabel=f"FID ({table.get('num_images', '?')} images)",
+        title=title,
+    )

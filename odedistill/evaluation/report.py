@@ -1,4 +1,5 @@
-"""End-of-run evaluation: one-step student against exact ODE endpoints and few-step teacher solvers."""
+"""End-of-run evaluation: one-step student against the ODE's endpoints (exact, or a network
+teacher's Heun) and few-step teacher solvers."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
 from odedistill._io import atomic_write_json
+from odedistill.evaluation.endpoints import teacher_endpoints, teacher_key
 from odedistill.evaluation.metrics import relative_error, sliced_w1
 from odedistill.grids import make_grid
 from odedistill.infra.config import Config
@@ -39,8 +42,23 @@ def reference_name(system: ODESystem, heun_grid: torch.Tensor | None) -> str:
     if system.has_exact_solution:
         return "closed form"
     if heun_grid is not None:
-        return f"Heun on the {len(heun_grid)}-point collocation grid"
+        return f"{reference_label(system, heun_grid)} through the collocation grid"
     return "scipy DOP853 rtol=atol=1e-10"
+
+
+def reference_label(system: ODESystem, heun_grid: torch.Tensor | None) -> str:
+    """The reference endpoints' name in pictures: exact only when they are."""
+    if heun_grid is not None and not system.has_exact_solution:
+        return f"teacher, Heun {len(heun_grid) - 1} steps"
+    return "exact ODE endpoint"
+
+
+def own_data(system: ODESystem, n: int, generator: torch.Generator) -> torch.Tensor | None:
+    """``n`` samples of the system's own distribution at t_end, or None where it has none."""
+    try:
+        return system.sample_data(n, generator).double()
+    except NotImplementedError:
+        return None
 
 
 def true_data(
@@ -50,11 +68,11 @@ def true_data(
     heun_grid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fresh samples of the distribution at t_end: the system's own, or exact endpoints of fresh z."""
-    try:
-        return system.sample_data(n, generator).double()
-    except NotImplementedError:
-        z = system.sample_initial(n, generator, dtype=torch.float64)
-        return exact_endpoints(system, z, system.sample_condition(n, generator), heun_grid)
+    data = own_data(system, n, generator)
+    if data is not None:
+        return data
+    z = system.sample_initial(n, generator, dtype=torch.float64)
+    return exact_endpoints(system, z, system.sample_condition(n, generator), heun_grid)
 
 
 def heun_grid_points(nfe: int) -> tuple[int, bool]:
@@ -71,11 +89,16 @@ def evaluate(
     system: ODESystem,
     students: dict[str, TrajectoryModel],
     chosen: str,
+    run_dir: Path | None = None,
+    console: Console | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Compute eval.json's content and the arrays the pictures need.
 
     ``students`` maps names ('raw', 'ema0.999', ...) to models; ``chosen`` is the one
-    reported as 'student'. Every sampler starts from the same held-out z.
+    reported as 'student'. Every sampler starts from the same held-out z. A system without
+    data of its own and ``eval.reference = 'heun'`` (a network teacher) is measured against the
+    teacher's Heun endpoints, computed once and cached in ``run_dir``; its report has no data
+    floor and calls nothing exact.
     """
     e = cfg.eval
     gen = torch.Generator().manual_seed(e.seed)
@@ -84,23 +107,39 @@ def evaluate(
     N = cfg.scheme.N
     colloc = make_grid(cfg.scheme.grid, N, system.t_start, system.t_end, cfg.scheme.rho)
     heun_grid = colloc if e.reference == "heun" else None
-    t0 = time.perf_counter()
-    x_exact = exact_endpoints(system, z, cond, heun_grid)
-    ref_seconds = time.perf_counter() - t0
-    data = true_data(system, e.n_heldout, gen, heun_grid)
-    data2 = true_data(system, e.n_heldout, gen, heun_grid)
+    data = own_data(system, e.n_heldout, gen)
+    # without data of its own, a numerical teacher's endpoints are the only reference: computed
+    # once (cached in the run folder), and nothing is called data or exact
+    teacher_only = data is None and heun_grid is not None and not system.has_exact_solution
+    label = reference_label(system, heun_grid)
+    if teacher_only:
+        key = teacher_key(dict(vars(cfg.teacher)), e.seed, colloc)
+        x_exact, cost = teacher_endpoints(system, z, cond, colloc, label, key, run_dir, console)
+        ref_seconds = cost["seconds"]
+        data = data2 = None
+    else:
+        # the system's own data is drawn before the reference solve, as true_data would: the
+        # generator's stream (and so eval.json) is the same as when both came from true_data
+        t0 = time.perf_counter()
+        x_exact = exact_endpoints(system, z, cond, heun_grid)
+        ref_seconds = time.perf_counter() - t0
+        cost = None
+        if data is None:
+            data = true_data(system, e.n_heldout, gen, heun_grid)
+        data2 = true_data(system, e.n_heldout, gen, heun_grid)
+    against = x_exact if data is None else data
 
     def entry(x: torch.Tensor, nfe: int) -> dict[str, Any]:
         return {
             "nfe": nfe,
             "trajectory_rel_error": relative_error(x, x_exact),
-            "sliced_w1": sliced_w1(x, data, seed=e.seed),
+            "sliced_w1": sliced_w1(x, against, seed=e.seed),
         }
 
-    N = cfg.scheme.N
-    colloc = make_grid(cfg.scheme.grid, N, system.t_start, system.t_end, cfg.scheme.rho)
     samplers: dict[str, Any] = {}
-    outputs: dict[str, torch.Tensor] = {"z": z, "exact": x_exact, "data": data}
+    outputs: dict[str, torch.Tensor] = {"z": z, "exact": x_exact}
+    if data is not None:
+        outputs["data"] = data
     extra: dict[str, Any] = {}
     for name, model in students.items():
         dev = next(model.parameters()).device
@@ -128,16 +167,24 @@ def evaluate(
         assert heun_nfe(points, last_euler) == nfe
         samplers[f"heun_{nfe}"] = entry(x_heun, nfe)
         outputs[f"heun_{nfe}"] = x_heun
-    report = {
-        "samplers": samplers,
-        "exact_solution": {"rel_error": 0.0, "sliced_w1": sliced_w1(x_exact, data, seed=e.seed)},
-        "data_floor_sliced_w1": sliced_w1(data2, data, seed=e.seed),
-        "n_heldout": e.n_heldout,
-        "student_weights": chosen,
-        "reference": reference_name(system, heun_grid),
-        "reference_seconds": ref_seconds,
+    report: dict[str, Any] = {"samplers": samplers}
+    if teacher_only:
+        report["reference_label"] = label
+        report["data_floor_sliced_w1"] = None  # no data: the floor is not defined
+        report["reference_cost"] = cost
+    else:
+        report["exact_solution"] = {
+            "rel_error": 0.0,
+            "sliced_w1": sliced_w1(x_exact, data, seed=e.seed),
+        }
+        report["data_floor_sliced_w1"] = sliced_w1(data2, data, seed=e.seed)
+    report.update(
+        n_heldout=e.n_heldout,
+        student_weights=chosen,
+        reference=reference_name(system, heun_grid),
+        reference_seconds=ref_seconds,
         **extra,
-    }
+    )
     return report, outputs
 
 

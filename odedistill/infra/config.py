@@ -14,47 +14,12 @@ from typing import Any
 
 from odedistill.distances import DISTANCES
 from odedistill.grids import GRIDS
+from odedistill.infra.config_eval import EvalConfig
+from odedistill.infra.fields import _f
 from odedistill.infra.precision import AUTOCAST_DTYPES
 from odedistill.infra.registries import NETWORKS, SYSTEMS, TEACHERS
 from odedistill.schemes import SCHEMES
 from odedistill.teachers.architectures import EDM_ARCHITECTURES
-
-#: the bound of every integer field without a tighter one: larger values are typing mistakes
-MAX_INT = 2**31 - 1
-#: the bound of |value| of every float field without a tighter range
-MAX_FLOAT = 1e6
-
-
-def _f(
-    default: Any,
-    help: str,
-    choices: Any = None,
-    lo: float | None = None,
-    hi: float | None = None,
-    lo_open: bool = False,
-    item: dict[str, Any] | None = None,
-    max_len: int = 16,
-) -> Any:
-    """A config field with its one-line help, allowed choices (a tuple or a registry) and range.
-
-    Lists give their items' range as ``item`` (``dict(lo=1, hi=64)``) and hold at most
-    ``max_len`` items. Every number must be finite; an integer without ``hi`` is at most
-    ``MAX_INT``, a float without ``lo`` or ``hi`` within ±``MAX_FLOAT``.
-    """
-    meta = {
-        "help": help,
-        "choices": choices,
-        "lo": lo,
-        "hi": hi,
-        "lo_open": lo_open,
-        "item": item or {},
-        "max_len": max_len,
-    }
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -121,7 +86,9 @@ class TeacherConfig:
     path: str = _f(
         "",
         "edm: path to a released .pkl or a converted .safetensors; diffusers: a folder written "
-        "by save_pretrained (a pipeline, or a UNet with its scheduler_config.json)",
+        "by save_pretrained (unet/ and scheduler/, or a UNet with its scheduler_config.json), "
+        "or a Hugging Face Hub id (owner/name) in the local cache; a relative path not found "
+        "from the working directory is looked up beside the recipe",
     )
     arch: str = _f(
         "ddpmpp",
@@ -343,39 +310,6 @@ class TrainConfig:
         lo=0,
         hi=1e12,
     )
-
-
-@dataclass
-class EvalConfig:
-    enabled: bool = _f(True, "evaluate after training: eval.json and samples.png")
-    n_heldout: int = _f(1000, "held-out initial states for trajectory errors", lo=1, hi=10**6)
-    seed: int = _f(12345, "seed of the held-out states and fresh data", lo=0, hi=2**32 - 1)
-    nfe: list[int] = _f(
-        [1, 2, 4, 8],
-        "evaluation budgets of the Euler and Heun baselines",
-        item=dict(lo=1, hi=10_000),
-    )
-    ema: float = _f(-1.0, "EMA rate reported as 'student' (-1: the first, 0: raw)", lo=-1, hi=1)
-    reference: str = _f(
-        "scipy",
-        "where the systems without a closed form get their 'exact' endpoints: 'scipy' (DOP853, "
-        "rtol = atol = 1e-10) or 'heun' (the teacher's Heun through the collocation grid; for "
-        "network teachers, whose float32 output and timestep table put 1e-10 out of reach)",
-        choices=("scipy", "heun"),
-    )
-    trajectories: int = _f(8, "student trajectories drawn in samples.png", lo=0, hi=1000)
-    grid_size: int = _f(8, "images: rows and columns of the sample grids", lo=1, hi=64)
-    fid_every: int = _f(
-        0,
-        "FID of the checkpoint every K iterations (0 = off; a multiple of checkpoint_every)",
-        lo=0,
-    )
-    fid_ref: str = _f("", "FID during training: reference statistics .npz (mu, sigma)")
-    fid_detector: str = _f("", "FID during training: the TorchScript Inception detector file")
-    fid_num: int = _f(
-        10000, "FID during training: images from seeds 0 .. fid_num - 1", lo=2, hi=10**7
-    )
-    fid_weights: str = _f("all", "FID during training: 'all', 'ema', 'raw' or a rate")
 
 
 @dataclass

@@ -120,3 +120,35 @@ def plot_2d(
         ax.set_ylim(-span, span)
         ax.set_aspect("equal")
     return _save(fig, path)
+
+
+def plot_curves(
+    curves: dict[str, dict[int, float]],
+    points: dict[str, dict[int, float]],
+    path: str | Path,
+    floor: float | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    title: str = "",
+) -> Path:
+    """Lines (``curves``) and markers (``points``) of y against x on log-log axes, with an
+    optional horizontal ``floor``."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for name, c in curves.items():
+        xs = sorted(c)
+        ax.plot(xs, [c[x] for x in xs], "-", marker=".", label=name)
+    markers = "*sDv^o"
+    for k, (name, c) in enumerate(points.items()):
+        xs = sorted(c)
+        ax.plot(xs, [c[x] for x in xs], markers[k % len(markers)], ms=10, ls="--", label=name)
+    if floor is not None:
+        ax.axhline(floor, color="gray", ls=":", label="data floor")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

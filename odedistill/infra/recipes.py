@@ -19,7 +19,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from odedistill.errors import UserError
-from odedistill.infra.config import MAX_FLOAT, MAX_INT, SECTIONS, Config
+from odedistill.infra.config import SECTIONS, Config
+from odedistill.infra.fields import MAX_FLOAT, MAX_INT
 from odedistill.registry import Registry
 
 #: the most mixture components a preset may build (the grid preset has modes² of them)
@@ -213,6 +214,11 @@ def _check_consistency(cfg: Config, source: str) -> None:
         raise UserError(
             f"{source}: 'flowmap.steps' {fm.steps} needs K <= scheme.N - 1 = {cfg.scheme.N - 1}"
         )
+    if e.fid_end and not (e.fid_ref and e.fid_detector):
+        raise UserError(
+            f"{source}: 'eval.fid_end' needs 'eval.fid_ref' and 'eval.fid_detector' "
+            "(see docs/evaluation.md)"
+        )
     s = cfg.system
     if s.t_min >= s.t_max:
         raise UserError(f"{source}: 'system.t_min' must be smaller than 'system.t_max'")
@@ -315,13 +321,36 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read, override and validate a recipe.
 
     A 'module:ClassName' system without ``system.path`` gets the recipe's folder (absolute),
-    where its module is looked for first.
+    where its module is looked for first. A relative file path (``teacher.path``,
+    ``eval.fid_ref``, ``eval.fid_detector``, ``eval.fid_floor_ref``) that names no file from
+    the working directory but one beside the recipe becomes that file's absolute path, so a
+    built-in recipe finds the files shipped with it.
     """
     raw = apply_overrides(read_recipe(path), overrides or [])
     cfg = from_dict(raw, source=str(path))
+    folder = resolve_recipe(path).resolve().parent
     if ":" in cfg.system.kind and not cfg.system.path:
-        cfg.system.path = str(resolve_recipe(path).resolve().parent)
+        cfg.system.path = str(folder)
+    for section, key in _FILE_KEYS:
+        obj = getattr(cfg, section)
+        setattr(obj, key, _beside(getattr(obj, key), folder))
     return cfg
+
+
+_FILE_KEYS = (
+    ("teacher", "path"),
+    ("eval", "fid_ref"),
+    ("eval", "fid_detector"),
+    ("eval", "fid_floor_ref"),
+)
+
+
+def _beside(value: str, folder: Path) -> str:
+    """``value`` unchanged, or the absolute path of the file it names beside the recipe."""
+    if not value or Path(value).is_absolute() or Path(value).exists():
+        return value
+    candidate = folder / value
+    return str(candidate.resolve()) if candidate.exists() else value
 
 
 def to_toml(cfg: Config) -> str:

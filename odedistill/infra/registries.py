@@ -133,7 +133,7 @@ TEACHERS.register(
     "diffusers",
     _diffusers,
     help="a DDPM-style UNet2DModel and its scheduler saved by diffusers' save_pretrained "
-    "(teacher.path; pip install 'odedistill[diffusers]')",
+    "(teacher.path: a folder, or a Hugging Face Hub id in the local cache; pip install -e '.[diffusers]')",
 )
 TEACHERS.register(
     "edm_random",

@@ -20,7 +20,7 @@ A student copied from such a teacher feeds the copied UNet what the teacher feed
 (``DiffusersDenoiser.parametrisation()``: c_in = 1/√(1+σ²) at T and the timestep map as a
 table of numbers), and is rebuilt from the UNet's JSON config alone (``DiffusersUNet(config)``).
 
-diffusers is an optional dependency (``pip install 'odedistill[diffusers]'``); it is imported
+diffusers is an optional dependency (``pip install -e '.[diffusers]'``); it is imported
 only where a UNet is built or loaded. Loading reads ``.safetensors`` only: pickled ``.bin``
 weights are refused, because unpickling can run code.
 """
@@ -51,7 +51,7 @@ __all__ = [
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 MAX_TIMESTEPS = 100_000
-_INSTALL = "install it with: pip install 'odedistill[diffusers]'"
+_INSTALL = "install it with: pip install -e '.[diffusers]'"
 
 
 def import_diffusers() -> Any:

@@ -1,7 +1,8 @@
 """Load a DDPM-style teacher saved by diffusers' ``save_pretrained``: JSON configs and safetensors only.
 
-A pipeline folder (``model_index.json``, ``unet/``, ``scheduler/``), its ``unet/`` folder, or
-a UNet folder with the scheduler's ``scheduler_config.json`` beside it. The configs are read
+A pipeline folder (``unet/`` and ``scheduler/``, with or without ``model_index.json``), its
+``unet/`` folder, a UNet folder with the scheduler's ``scheduler_config.json`` beside it, or
+a Hugging Face Hub id of such a model in the local cache. The configs are read
 as JSON here; the weights through ``UNet2DModel.from_pretrained(..., use_safetensors=True,
 local_files_only=True)`` after checking that a ``.safetensors`` file is there, so no pickle
 is ever read and nothing is downloaded.
@@ -51,6 +52,10 @@ def _find_folders(path: Path) -> tuple[Path, Path]:
                 "save the pipeline with its UNet and scheduler (pipeline.save_pretrained)"
             )
         return unet, scheduler
+    if (path / "unet" / "config.json").is_file() and (
+        path / "scheduler" / "scheduler_config.json"
+    ).is_file():  # the two parts saved side by side, without a pipeline's model_index.json
+        return path / "unet", path / "scheduler" / "scheduler_config.json"
     if (path / "config.json").is_file():
         for scheduler in (
             path / "scheduler_config.json",
@@ -63,8 +68,8 @@ def _find_folders(path: Path) -> tuple[Path, Path]:
             f"scheduler_config.json in {path} or in {path.parent / 'scheduler'}"
         )
     raise UserError(
-        f"{path} is not a diffusers folder: expected model_index.json with unet/ and "
-        "scheduler/ (a pipeline), or config.json with diffusion_pytorch_model.safetensors "
+        f"{path} is not a diffusers folder: expected unet/ and scheduler/ (a pipeline, with or "
+        "without model_index.json), or config.json with diffusion_pytorch_model.safetensors "
         "and a scheduler_config.json (a UNet)"
     )
 
@@ -97,18 +102,55 @@ def _check_weights(unet_dir: Path) -> None:
     raise UserError(f"{unet_dir} has no {_WEIGHTS}")
 
 
+def _looks_like_hub_id(text: str) -> bool:
+    """'owner/name': two non-empty parts of Hub characters, not a relative path like './x'."""
+    parts = text.split("/")
+    return (
+        len(parts) == 2
+        and all(p and p not in (".", "..") for p in parts)
+        and all(c.isalnum() or c in "-_." for c in text.replace("/", ""))
+    )
+
+
+def resolve_hub_id(path: str | Path) -> Path:
+    """``path`` itself when it exists, else the local snapshot of the Hugging Face Hub model it
+    names (``owner/name``), found by ``huggingface_hub`` in its cache without any download."""
+    path_ = Path(path)
+    if path_.exists() or not _looks_like_hub_id(str(path)):
+        return path_
+    repo_id = str(path)
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:
+        raise UserError(
+            f"{repo_id} is not a folder; to read it as a Hugging Face Hub id install "
+            "huggingface_hub (pip install -e '.[diffusers]')"
+        ) from None
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except LocalEntryNotFoundError:
+        raise UserError(
+            f"{repo_id} is neither a folder nor a Hugging Face Hub model in the local cache; "
+            f"download it once where there is network (hf download {repo_id}) or give a "
+            "folder written by save_pretrained"
+        ) from None
+
+
 def load_diffusers_teacher(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> DiffusersDenoiser:
     """Load a DDPM-style teacher written by diffusers' ``save_pretrained``.
 
-    ``path`` is a pipeline folder (``model_index.json``, ``unet/``, ``scheduler/``) or a UNet
+    ``path`` is a pipeline folder (``unet/`` and ``scheduler/``, with or without
+    ``model_index.json``), a Hugging Face Hub id ``owner/name`` of such a model already in
+    the local cache (nothing is downloaded), or a UNet
     folder (``config.json``, ``diffusion_pytorch_model.safetensors``) with its scheduler's
     ``scheduler_config.json`` inside it or in a sibling ``scheduler/`` folder. Only
     ``UNet2DModel`` networks and safetensors weights are read. Returns the denoiser in eval
     mode with gradients off, on ``device``.
     """
-    path = Path(path)
+    path = resolve_hub_id(path)
     if not path.is_dir():
         raise UserError(f"diffusers teacher folder {path} does not exist")
     unet_dir, scheduler_file = _find_folders(path)

@@ -195,7 +195,7 @@ def digits_mixture(count: int = 0, std: float = 0.05) -> GaussianMixtureDenoiser
         from sklearn.datasets import load_digits
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise UserError(
-            "the digits teacher needs scikit-learn; install it with: pip install 'odedistill[digits]'"
+            "the digits teacher needs scikit-learn; install it with: pip install -e '.[digits]'"
         ) from e
     images = torch.as_tensor(load_digits().images, dtype=torch.float64)  # (1797, 8, 8) in 0..16
     if count > len(images):

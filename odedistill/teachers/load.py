@@ -91,7 +91,7 @@ def _check_network(ckpt: EDMCheckpoint) -> None:
     _check_state_dict(net, ckpt)
 
 
-def _metadata(ckpt: EDMCheckpoint, source: str) -> dict[str, str]:
+def _metadata(ckpt: EDMCheckpoint, source: str, licence: str = _LICENCE) -> dict[str, str]:
     meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -100,7 +100,7 @@ def _metadata(ckpt: EDMCheckpoint, source: str) -> dict[str, str]:
         "num_params": str(ckpt.num_params),
         "source_file": source,
         "source_key": "" if ckpt.key is None else ckpt.key,
-        "licence": _LICENCE,
+        "licence": licence,
     }
     if ckpt.model_class_name is not None:
         meta["model_class_name"] = ckpt.model_class_name
@@ -150,19 +150,24 @@ def convert(pkl_path: str | Path, out_path: str | Path, key: str = "ema") -> EDM
     return ckpt
 
 
-def _write(ckpt: EDMCheckpoint, out_path: Path, source: str) -> None:
-    metadata = _metadata(ckpt, source)
+def _write(ckpt: EDMCheckpoint, out_path: Path, source: str, licence: str = _LICENCE) -> None:
+    metadata = _metadata(ckpt, source, licence)
     tensors = _unshared(ckpt.state_dict)
     atomic_write(out_path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def save_teacher(
-    net: nn.Module, out_path: str | Path, init_kwargs: dict[str, Any], class_name: str | None = None
+    net: nn.Module,
+    out_path: str | Path,
+    init_kwargs: dict[str, Any],
+    class_name: str | None = None,
+    licence: str = "",
 ) -> EDMCheckpoint:
     """Write a denoiser of our EDM classes (e.g. one you trained) as a teacher ``.safetensors``.
 
     ``init_kwargs`` are the constructor arguments that rebuild ``net`` through
     ``build_edm_module(class_name, init_kwargs)``; the file loads with :func:`load_teacher`.
+    ``licence`` is stored in the metadata as given (the weights are the caller's, not EDM's).
     """
     out_path = Path(out_path)
     if out_path.suffix != ".safetensors":
@@ -176,7 +181,7 @@ def save_teacher(
         num_params=sum(p.numel() for p in net.parameters()),
     )
     _check_network(ckpt)
-    _write(ckpt, out_path, "odedistill.save_teacher")
+    _write(ckpt, out_path, "odedistill.save_teacher", licence)
     return ckpt
 
 
