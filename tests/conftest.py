@@ -6,8 +6,8 @@
   hold, which made single tests several times slower in CPU time as well as in wall time.
 - ``TINY`` / ``tiny_recipe``: a ring-teacher recipe that trains in about a second.
 - ``tiny_run``: ONE run of ``TINY`` made by ``odedistill run`` in a subprocess per test session
-  (``tiny_run_source``), copied into each test's own folder, so a test may change or damage its
-  copy. Use it wherever a test needs "some finished run" rather than a run of its own settings.
+  (``tiny_run_source``), copied afresh for each test that asks, so a test may change or damage
+  its copy. Use it wherever a test needs "some finished run" rather than a run of its own settings.
 - ``edm_teacher_kwargs`` / ``tiny_edm_teacher`` and ``unet2d_kwargs`` / ``tiny_unet2d``: small EDM
   and diffusers teachers for the CPU.
 - ``run_cli`` runs ``python -m odedistill`` in a subprocess: use it where only a process shows the
@@ -106,10 +106,11 @@ def tiny_run_source(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess
 
 
 @pytest.fixture
-def tiny_run(tiny_run_source, tmp_path: Path) -> Path:
-    """A copy, in this test's folder, of the session's trained ``TINY`` run (40 iterations,
-    checkpoints at 20 and 40, EMAs 0.9 and 0.99, eval.json and samples.png)."""
-    return Path(shutil.copytree(tiny_run_source[0], tmp_path / "tiny_run"))
+def tiny_run(tiny_run_source, tmp_path_factory) -> Path:
+    """A copy for this test alone of the session's trained ``TINY`` run (40 iterations,
+    checkpoints at 20 and 40, EMAs 0.9 and 0.99, eval.json and samples.png), in a folder of its
+    own beside ``tmp_path`` (so that ``tmp_path`` holds only what the test writes)."""
+    return Path(shutil.copytree(tiny_run_source[0], tmp_path_factory.mktemp("tiny_run") / "run"))
 
 
 #: a conditional EDM SongUNet small enough for the CPU (8x8 RGB, 4 classes)
