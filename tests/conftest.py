@@ -10,6 +10,7 @@
   its copy. Use it wherever a test needs "some finished run" rather than a run of its own settings.
 - ``edm_teacher_kwargs`` / ``tiny_edm_teacher`` and ``unet2d_kwargs`` / ``tiny_unet2d``: small EDM
   and diffusers teachers for the CPU.
+- Hypothesis profiles: ``ci`` by default, ``HYPOTHESIS_PROFILE=thorough`` for a longer search.
 - ``run_cli`` runs ``python -m odedistill`` in a subprocess: use it where only a process shows the
   behaviour (the entry point, a signal, a kill, a lock held by another process). ``invoke`` runs
   the same ``odedistill.cli.main`` in this process with the same exit status, stdout and stderr,
@@ -27,8 +28,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported here or in any subprocess
+
+# Property tests: "ci" (the default) is sized for the suite's 5 minutes on two cores;
+# HYPOTHESIS_PROFILE=thorough searches ten times longer.
+settings.register_profile("ci", max_examples=120)
+settings.register_profile("thorough", max_examples=1200)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -105,8 +105,7 @@ def overrides(draw) -> list[str]:
     return out
 
 
-@settings(
-    max_examples=120,
+@settings(  # the number of examples comes from the profile (tests/conftest.py)
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
