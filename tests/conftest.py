@@ -8,8 +8,8 @@
 - ``tiny_run``: ONE run of ``TINY`` made by ``odedistill run`` in a subprocess per test session
   (``tiny_run_source``), copied afresh for each test that asks, so a test may change or damage
   its copy. Use it wherever a test needs "some finished run" rather than a run of its own settings.
-- ``edm_teacher_kwargs`` / ``tiny_edm_teacher`` and ``unet2d_kwargs`` / ``tiny_unet2d``: small EDM
-  and diffusers teachers for the CPU.
+- ``EDM_TEACHER_KWARGS`` / ``tiny_edm_teacher`` and ``UNET2D_KWARGS`` / ``tiny_unet2d()``: small
+  EDM and diffusers teacher networks for the CPU.
 - Hypothesis profiles: ``ci`` by default, ``HYPOTHESIS_PROFILE=thorough`` for a longer search.
 - ``run_cli`` runs ``python -m odedistill`` in a subprocess: use it where only a process shows the
   behaviour (the entry point, a signal, a kill, a lock held by another process). ``invoke`` runs
@@ -149,6 +149,30 @@ def tiny_edm_teacher():
 
     torch.manual_seed(0)
     return EDMPrecond(**EDM_TEACHER_KWARGS).eval().requires_grad_(False)
+
+
+#: a two-level diffusers UNet2DModel with attention for 3x8x8 images (45k parameters)
+UNET2D_KWARGS = dict(
+    sample_size=8,
+    in_channels=3,
+    out_channels=3,
+    layers_per_block=1,
+    block_out_channels=(8, 16),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    norm_num_groups=4,
+    attention_head_dim=8,
+)
+
+
+def tiny_unet2d(seed: int = 0, **kwargs):
+    """A randomly initialised (``torch.manual_seed(seed)``) UNet2DModel of ``UNET2D_KWARGS``,
+    any of them replaced or added by ``kwargs``. Needs diffusers (in the ``dev`` extra)."""
+    import diffusers
+    import torch
+
+    torch.manual_seed(seed)
+    return diffusers.UNet2DModel(**{**UNET2D_KWARGS, **kwargs})
 
 
 def run_cli(
