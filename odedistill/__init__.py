@@ -1,40 +1,64 @@
-"""odedistill: distil an ODE into a network that solves it in one evaluation (PID, Tee et al. 2024)."""
+"""odedistill: distil an ODE into a network that solves it in one evaluation (PID, Tee et al. 2024).
+
+The public names load on first use (PEP 562): ``import odedistill`` and ``odedistill --version``
+import neither torch, matplotlib nor scipy; ``odedistill.distill`` imports what it needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from odedistill._version import __version__
-from odedistill.api import distill, run_recipe
-from odedistill.distances import (
-    DISTANCES,
-    LPIPS,
-    Distance,
-    LPIPSAvgPool,
-    LPIPSMaxPool,
-    PseudoHuber,
-    SquaredL2,
-    make_distance,
-)
-from odedistill.errors import TrainingDiverged, UserError
-from odedistill.grids import GRIDS, karras_grid, make_grid, uniform_grid
-from odedistill.infra.students import load_student
-from odedistill.loss import pid_loss, residual_loss
-from odedistill.models.base import Path, TrajectoryModel
-from odedistill.models.boundary import BoundaryTrajectory
-from odedistill.models.nets import MLP, SmallUNet
-from odedistill.models.parametrisation import Parametrisation
-from odedistill.registry import Registry
-from odedistill.schemes import SCHEMES, Autodiff, Central, ResidualScheme, Upwind, make_scheme
-from odedistill.solvers import euler, heun, solve_reference
-from odedistill.systems.base import ODESystem
-from odedistill.systems.flow_matching import FlowMatchingODE
-from odedistill.systems.linear import LinearODE
-from odedistill.systems.pendulum import DampedPendulum
-from odedistill.systems.probability_flow import ProbabilityFlowODE
-from odedistill.teachers.gaussian_mixture import (
-    GaussianMixtureDenoiser,
-    GaussianMixtureVelocity,
-    digits_mixture,
-    grid_mixture,
-    ring_mixture,
-)
+
+#: each public name and the module that defines it
+_EXPORTS = {
+    "distill": "odedistill.api",
+    "run_recipe": "odedistill.api",
+    "DISTANCES": "odedistill.distances",
+    "LPIPS": "odedistill.distances",
+    "Distance": "odedistill.distances",
+    "LPIPSAvgPool": "odedistill.distances",
+    "LPIPSMaxPool": "odedistill.distances",
+    "PseudoHuber": "odedistill.distances",
+    "SquaredL2": "odedistill.distances",
+    "make_distance": "odedistill.distances",
+    "TrainingDiverged": "odedistill.errors",
+    "UserError": "odedistill.errors",
+    "GRIDS": "odedistill.grids",
+    "karras_grid": "odedistill.grids",
+    "make_grid": "odedistill.grids",
+    "uniform_grid": "odedistill.grids",
+    "load_student": "odedistill.infra.students",
+    "pid_loss": "odedistill.loss",
+    "residual_loss": "odedistill.loss",
+    "Path": "odedistill.models.base",
+    "TrajectoryModel": "odedistill.models.base",
+    "BoundaryTrajectory": "odedistill.models.boundary",
+    "MLP": "odedistill.models.nets",
+    "SmallUNet": "odedistill.models.nets",
+    "Parametrisation": "odedistill.models.parametrisation",
+    "Registry": "odedistill.registry",
+    "SCHEMES": "odedistill.schemes",
+    "Autodiff": "odedistill.schemes",
+    "Central": "odedistill.schemes",
+    "ResidualScheme": "odedistill.schemes",
+    "Upwind": "odedistill.schemes",
+    "make_scheme": "odedistill.schemes",
+    "euler": "odedistill.solvers",
+    "heun": "odedistill.solvers",
+    "solve_reference": "odedistill.solvers",
+    "ODESystem": "odedistill.systems.base",
+    "FlowMatchingODE": "odedistill.systems.flow_matching",
+    "LinearODE": "odedistill.systems.linear",
+    "DampedPendulum": "odedistill.systems.pendulum",
+    "ProbabilityFlowODE": "odedistill.systems.probability_flow",
+    "GaussianMixtureDenoiser": "odedistill.teachers.gaussian_mixture",
+    "GaussianMixtureVelocity": "odedistill.teachers.gaussian_mixture",
+    "digits_mixture": "odedistill.teachers.gaussian_mixture",
+    "grid_mixture": "odedistill.teachers.gaussian_mixture",
+    "ring_mixture": "odedistill.teachers.gaussian_mixture",
+}
 
 __all__ = [
     "DISTANCES",
@@ -84,3 +108,61 @@ __all__ = [
     "solve_reference",
     "uniform_grid",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module behind a public name on first use and keep the name here."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'odedistill' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers and editors
+    from odedistill.api import distill, run_recipe
+    from odedistill.distances import (
+        DISTANCES,
+        LPIPS,
+        Distance,
+        LPIPSAvgPool,
+        LPIPSMaxPool,
+        PseudoHuber,
+        SquaredL2,
+        make_distance,
+    )
+    from odedistill.errors import TrainingDiverged, UserError
+    from odedistill.grids import GRIDS, karras_grid, make_grid, uniform_grid
+    from odedistill.infra.students import load_student
+    from odedistill.loss import pid_loss, residual_loss
+    from odedistill.models.base import Path, TrajectoryModel
+    from odedistill.models.boundary import BoundaryTrajectory
+    from odedistill.models.nets import MLP, SmallUNet
+    from odedistill.models.parametrisation import Parametrisation
+    from odedistill.registry import Registry
+    from odedistill.schemes import (
+        SCHEMES,
+        Autodiff,
+        Central,
+        ResidualScheme,
+        Upwind,
+        make_scheme,
+    )
+    from odedistill.solvers import euler, heun, solve_reference
+    from odedistill.systems.base import ODESystem
+    from odedistill.systems.flow_matching import FlowMatchingODE
+    from odedistill.systems.linear import LinearODE
+    from odedistill.systems.pendulum import DampedPendulum
+    from odedistill.systems.probability_flow import ProbabilityFlowODE
+    from odedistill.teachers.gaussian_mixture import (
+        GaussianMixtureDenoiser,
+        GaussianMixtureVelocity,
+        digits_mixture,
+        grid_mixture,
+        ring_mixture,
+    )

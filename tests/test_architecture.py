@@ -102,3 +102,49 @@ def test_no_function_level_imports_of_the_package_outside_the_cli():
         for line in _function_level_imports(p)
     ]
     assert found == []
+
+
+#: the maths layer: plain torch (and scipy's ODE solver for reference solutions)
+MATHS = ["systems", "models", "schemes", "grids.py", "distances.py", "loss.py", "solvers.py",
+         "schedules.py"]  # fmt: skip
+#: of scipy, the maths may import only its ODE integrators (solve_ivp, the reference solver)
+MATHS_SCIPY = ("scipy.integrate",)
+
+
+def _imported_modules(path: Path) -> list[tuple[int, str]]:
+    """Every module an import statement of ``path`` names, at any depth (functions included)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found += [(node.lineno, node.module)]
+            found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+    return found
+
+
+def test_the_maths_uses_no_distributed_torch_and_of_scipy_only_its_ode_solver():
+    files = [
+        p
+        for name in MATHS
+        for p in ([PACKAGE / name] if name.endswith(".py") else (PACKAGE / name).rglob("*.py"))
+    ]
+    bad = []
+    for p in files:
+        for line, module in _imported_modules(p):
+            scipy_part = module.split(".")[0] == "scipy" and not module.startswith(MATHS_SCIPY)
+            if module.startswith("torch.distributed") or scipy_part:
+                bad.append(f"{p.relative_to(ROOT)}:{line} {module}")
+    assert bad == []
+    assert any(m == "scipy.integrate" for p in files for _, m in _imported_modules(p))
+
+
+def test_importing_the_maths_loads_no_scipy_matplotlib_or_rich():
+    modules = [f"odedistill.{n.removesuffix('.py')}" for n in MATHS]
+    code = (
+        f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+        "print(sorted({k.split('.')[0] for k in sys.modules} & {'scipy', 'matplotlib', 'rich'}))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from odedistill import __version__
-from tests.conftest import run_cli
+from tests.conftest import invoke, run_cli
 
 
 def test_version():
@@ -13,9 +13,8 @@ def test_version():
     assert r.returncode == 0 and r.stdout.strip() == f"odedistill {__version__}"
 
 
-def test_run_then_sample(tiny_recipe, tmp_path):
-    out = tmp_path / "run"
-    r = run_cli("run", str(tiny_recipe), "--out", str(out), "--no-progress")
+def test_run_then_sample(tiny_run_source, tmp_path):
+    out, r = tiny_run_source  # `odedistill run tiny.toml --out run --no-progress` in a subprocess
     assert r.returncode == 0, r.stderr
     for name in ["config.json", "config.toml", "metrics.jsonl", "eval.json", "samples.png"]:
         assert (out / name).is_file(), name
@@ -43,12 +42,12 @@ def test_run_then_sample(tiny_recipe, tmp_path):
     assert report["data_floor_sliced_w1"] > 0 and report["n_heldout"] == 64
 
     npz = tmp_path / "s.npz"
-    r = run_cli("sample", str(out), "--n", "16", "--seed", "1", "--out", str(npz))
+    r = invoke("sample", out, "--n", "16", "--seed", "1", "--out", npz)
     assert r.returncode == 0, r.stderr
     with np.load(npz) as f:
         assert f["samples"].shape == (16, 2) and np.isfinite(f["samples"]).all()
     png = tmp_path / "s.png"
-    r = run_cli("sample", str(out), "--n", "16", "--out", str(png))
+    r = invoke("sample", out, "--n", "16", "--out", png)
     assert r.returncode == 0, r.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

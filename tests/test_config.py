@@ -13,7 +13,7 @@ from odedistill.infra.recipes import (
     load_config,
     to_toml,
 )
-from tests.conftest import run_cli
+from tests.conftest import invoke
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_recipe_errors(tmp_path, body, message):
     assert message in str(e.value)
     # the command line: exit 2, one line on stderr, no run directory
     out = tmp_path / "run"
-    r = run_cli("run", str(path), "--out", str(out))
+    r = invoke("run", str(path), "--out", str(out))
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
@@ -49,7 +49,7 @@ def test_recipe_errors(tmp_path, body, message):
 
 
 def test_missing_recipe_file(tmp_path):
-    r = run_cli("run", str(tmp_path / "nope.toml"))
+    r = invoke("run", str(tmp_path / "nope.toml"))
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "recipe not found" in r.stderr
 
@@ -78,7 +78,7 @@ def test_resolved_config_round_trips():
 
 def test_dry_run_prints_and_writes_nothing(tiny_recipe, tmp_path):
     out = tmp_path / "run"
-    r = run_cli("run", str(tiny_recipe), "--out", str(out), "--dry-run", "--set", "train.batch=9")
+    r = invoke("run", str(tiny_recipe), "--out", str(out), "--dry-run", "--set", "train.batch=9")
     assert r.returncode == 0, r.stderr
     assert "batch = 9" in r.stdout and "[scheme]" in r.stdout
     assert not out.exists()

@@ -22,6 +22,7 @@ from odedistill.infra.recipes import from_dict, to_toml
 from odedistill.infra.students import NETWORK_CLASSES, read_student, rebuild_network
 from odedistill.models.parametrisation import DiscreteTimesteps, Parametrisation, RootScale
 from odedistill.teachers import DiffusersDenoiser, DiffusersUNet
+from tests.conftest import tiny_unet2d
 from tests.test_hostile import cli
 
 diffusers = pytest.importorskip("diffusers")
@@ -34,19 +35,7 @@ SIGMA_0 = math.sqrt(1e-4 / (1 - 1e-4))
 
 def save_teacher(folder: Path, prediction_type: str = "epsilon", dropout: float = 0.1) -> Path:
     """A randomly initialised 3x8x8 UNet2DModel and a linear DDPM schedule, as a pipeline folder."""
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-        attention_head_dim=8,
-        dropout=dropout,
-    )
+    unet = tiny_unet2d(0, dropout=dropout)
     scheduler = diffusers.DDPMScheduler(prediction_type=prediction_type)
     diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(folder)
     return folder

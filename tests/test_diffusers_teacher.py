@@ -10,6 +10,7 @@ import torch
 
 from odedistill import ProbabilityFlowODE, UserError, euler
 from odedistill.teachers import DiffusersDenoiser, alphas_cumprod, load_diffusers_teacher
+from tests.conftest import tiny_unet2d
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -20,19 +21,7 @@ SHAPE = (3, 8, 8)
 
 def tiny_unet(seed: int = 0, **kwargs) -> torch.nn.Module:
     """A randomly initialised two-level UNet2DModel with attention (45k parameters)."""
-    torch.manual_seed(seed)
-    return diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=3,
-        out_channels=kwargs.pop("out_channels", 3),
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-        attention_head_dim=8,
-        **kwargs,
-    ).eval()
+    return tiny_unet2d(seed, **kwargs).eval()
 
 
 def ddim(unet, scheduler, noise, steps, class_labels=None):

@@ -26,7 +26,7 @@ from odedistill.evaluation.fid import (
     save_ref,
 )
 from odedistill.infra.pictures import to_uint8
-from tests.conftest import run_cli
+from tests.conftest import invoke
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -309,7 +309,7 @@ def test_load_detector_refuses_pickles_and_junk(tmp_path):
 # The command line.
 
 
-_cli = functools.partial(run_cli, cwd=REPO)
+_cli = functools.partial(invoke, cwd=REPO)
 
 
 def test_cli_fid_ref_then_fid_of_the_same_images_is_zero(tmp_path, detector_path):

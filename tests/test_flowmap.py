@@ -30,7 +30,7 @@ from odedistill.models.flowmap import FlowMap, sample_times, subgrid
 from odedistill.models.parametrisation import Parametrisation
 from odedistill.solvers import euler
 from odedistill.training.flowmap import flowmap_indices, sampler_jumps
-from tests.conftest import run_cli
+from tests.conftest import invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -215,8 +215,8 @@ def flowmap_run(tmp_path_factory) -> Path:
     recipe = root / "tiny.toml"
     recipe.write_text(TINY)
     out = root / "run"
-    r = run_cli("run", str(recipe), "--out", str(out), "--set", "student.kind=flowmap",
-                "--set", "flowmap.steps=[2,4]", "--no-progress")  # fmt: skip
+    r = invoke("run", recipe, "--out", out, "--set", "student.kind=flowmap",
+               "--set", "flowmap.steps=[2,4]", "--no-progress")  # fmt: skip
     assert r.returncode == 0, r.stderr
     return out
 
@@ -234,10 +234,10 @@ def test_a_flow_map_trains_and_evaluates_from_a_recipe(flowmap_run):
     )
 
 
-def test_sampling_a_flow_map_in_steps_and_a_pid_student_refuses(flowmap_run, tiny_recipe, tmp_path):
+def test_sampling_a_flow_map_in_steps_and_a_pid_student_refuses(flowmap_run, tiny_run, tmp_path):
     import numpy as np
 
-    r = run_cli(
+    r = invoke(
         "sample", str(flowmap_run), "--steps", "4", "--n", "8", "--out", str(tmp_path / "a.npz")
     )
     assert r.returncode == 0, r.stderr
@@ -249,11 +249,7 @@ def test_sampling_a_flow_map_in_steps_and_a_pid_student_refuses(flowmap_run, tin
     assert torch.isfinite(direct).all()
     with np.load(tmp_path / "a.npz") as f:
         assert f["samples"].shape == (8, 2) and np.isfinite(f["samples"]).all()
-    pid = tmp_path / "pid"
-    r = run_cli("run", str(tiny_recipe), "--out", str(pid), "--set", "eval.enabled=false",
-                "--no-progress")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    r = run_cli("sample", str(pid), "--steps", "2", "--out", str(tmp_path / "b.npz"))
+    r = invoke("sample", tiny_run, "--steps", "2", "--out", tmp_path / "b.npz")  # a PID student
     assert r.returncode == 2 and "one step only" in r.stderr
     assert not (tmp_path / "b.npz").exists()
 

@@ -22,7 +22,6 @@ import pytest
 import torch
 
 from odedistill.infra.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -212,14 +211,10 @@ def test_6_unwritable_outputs_are_one_line_errors_before_the_work(trained, tiny_
 
 
 # 7. ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("trained")
-    recipe = root / "tiny.toml"
-    recipe.write_text(TINY)
-    code, err = cli("run", recipe, "--out", root / "run", "--no-progress")
-    assert code == 0, err
-    return root / "run"
+@pytest.fixture
+def trained(tiny_run) -> Path:
+    """This test's copy of the session's trained TINY run (tests/conftest.py)."""
+    return tiny_run
 
 
 def test_7_damaged_files_are_one_line_errors(trained, tmp_path, tiny_recipe):

@@ -12,7 +12,7 @@ from odedistill.api.run import run_recipe
 from odedistill.errors import UserError
 from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint
 from odedistill.infra.recipes import load_config
-from tests.conftest import run_cli
+from tests.conftest import invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = ROOT / "recipes" / "pid_cifar10.toml"
@@ -80,7 +80,7 @@ def test_dry_run_prints_the_resolved_recipe(recipe, tmp_path, capsys):
 
 
 def test_missing_teacher_is_one_line_naming_the_checkpoint(tmp_path):
-    r = run_cli("run", str(CIFAR), "--out", str(tmp_path / "run"), "--set", "run.device=cpu")
+    r = invoke("run", str(CIFAR), "--out", str(tmp_path / "run"), "--set", "run.device=cpu")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: teacher checkpoint not found")

@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from odedistill.infra.config import SECTIONS
-from tests.conftest import examples
 from tests.test_hostile import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -126,8 +125,7 @@ def overrides(draw) -> list[str]:
     return out
 
 
-@settings(
-    max_examples=examples(120),
+@settings(  # the number of examples comes from the profile (tests/conftest.py)
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -26,30 +26,21 @@ from odedistill.solvers import edm_sampler
 from odedistill.teachers.gaussian_mixture import GaussianMixtureDenoiser
 from odedistill.teachers.precond import EDMPrecond
 from odedistill.training.trainer import Trainer
+from tests.conftest import EDM_TEACHER_KWARGS
 
 REPO = Path(__file__).resolve().parents[1]
 
-# A conditional EDM teacher small enough for the CPU (random weights: images leave [-1, 1],
+# The conditional EDM teacher of tests/conftest.py (random weights: images leave [-1, 1],
 # which exercises the clipping of the uint8 conversion).
-TEACHER_KWARGS = dict(
-    img_resolution=8,
-    img_channels=3,
-    label_dim=4,
-    model_type="SongUNet",
-    model_channels=8,
-    channel_mult=[1, 2],
-    num_blocks=1,
-    attn_resolutions=[4],
-)
+TEACHER_KWARGS = EDM_TEACHER_KWARGS
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def teacher() -> EDMPrecond:
-    torch.manual_seed(0)
-    return EDMPrecond(**TEACHER_KWARGS).eval().requires_grad_(False)
+def teacher(tiny_edm_teacher) -> EDMPrecond:
+    return tiny_edm_teacher
 
 
 def _recipe(**sections: dict) -> dict:

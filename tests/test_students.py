@@ -20,7 +20,7 @@ from odedistill.infra.recipes import from_dict, load_config, to_toml
 from odedistill.infra.students import read_student
 from odedistill.models.parametrisation import EDMNoise, VPNoise
 from odedistill.teachers import EDMPrecond, VPPrecond, save_teacher
-from tests.conftest import run_cli
+from tests.conftest import invoke
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -64,11 +64,11 @@ def test_a_student_samples_with_its_teacher_file_deleted(tmp_path):
     run_recipe(recipe, out=tmp_path / "run", show_progress=False)
 
     before = tmp_path / "before.npz"
-    r = run_cli("sample", str(tmp_path / "run"), "--seeds", "0-5", "--out", str(before))
+    r = invoke("sample", str(tmp_path / "run"), "--seeds", "0-5", "--out", str(before))
     assert r.returncode == 0, r.stderr
     teacher.unlink()
     after = tmp_path / "after.npz"
-    r = run_cli("sample", str(tmp_path / "run"), "--seeds", "0-5", "--out", str(after))
+    r = invoke("sample", str(tmp_path / "run"), "--seeds", "0-5", "--out", str(after))
     assert r.returncode == 0, r.stderr
     with np.load(before) as a, np.load(after) as b:
         assert a["images"].shape == (6, 8, 8, 3)

@@ -16,6 +16,7 @@ from odedistill.infra.build import build_session
 from odedistill.infra.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from odedistill.infra.recipes import load_config
 from odedistill.training.trainer import Trainer
+from tests.conftest import invoke
 
 
 def train(cfg, run_dir, resume=False, iterations=None):
@@ -91,17 +92,11 @@ def test_kill_and_resume_matches_uninterrupted(tiny_recipe, tmp_path):
     proc.wait()
     step_killed = list_checkpoints(killed)[-1][0]
     assert 0 < step_killed < 120, "the run finished before it could be killed"
-    r = subprocess.run(
-        [*cmd, "--out", str(killed), "--resume", *overrides],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    # The resume and the straight run read and write only files: this process can run both.
+    r = invoke("run", tiny_recipe, "--out", killed, "--resume", *overrides)
     assert r.returncode == 0, r.stderr
     straight = tmp_path / "straight"
-    r = subprocess.run(
-        [*cmd, "--out", str(straight), *overrides], env=env, capture_output=True, text=True
-    )
+    r = invoke("run", tiny_recipe, "--out", straight, *overrides)
     assert r.returncode == 0, r.stderr
     a = load_checkpoint(latest_checkpoint(killed))
     b = load_checkpoint(latest_checkpoint(straight))
@@ -134,15 +129,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_recipe, tmp_path):
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
-def test_resume_refuses_a_changed_recipe(tiny_recipe, tmp_path):
-    from tests.conftest import run_cli
-
-    out = tmp_path / "r"
-    r = run_cli("run", str(tiny_recipe), "--out", str(out), "--set", "eval.enabled=false")
-    assert r.returncode == 0, r.stderr
-    r = run_cli("run", str(tiny_recipe), "--out", str(out))
+def test_resume_refuses_a_changed_recipe(tiny_recipe, tiny_run, tmp_path):
+    r = invoke("run", tiny_recipe, "--out", tiny_run)  # a finished run of the same recipe
     assert r.returncode == 2 and "--resume" in r.stderr
-    r = run_cli("run", str(tiny_recipe), "--out", str(out), "--resume", "--set", "scheme.N=30")
+    r = invoke("run", tiny_recipe, "--out", tiny_run, "--resume", "--set", "scheme.N=30")
     assert r.returncode == 2 and "scheme.N" in r.stderr
-    r = run_cli("run", str(tiny_recipe), "--out", str(tmp_path / "empty"), "--resume")
+    r = invoke("run", tiny_recipe, "--out", tmp_path / "empty", "--resume")
     assert r.returncode == 2 and "nothing to resume" in r.stderr

@@ -7,22 +7,11 @@ from typing import Annotated
 
 import typer
 
-from odedistill._io import atomic_write_json
 from odedistill.cli.app import app
 from odedistill.errors import UserError
-from odedistill.evaluation.datasets import open_dataset, subset_indices
-from odedistill.evaluation.features import check_detector, dataset_feature_stats
-from odedistill.evaluation.fid import (
-    DETECTOR_FILE,
-    fid_from_stats,
-    load_detector,
-    load_ref,
-    save_ref,
-)
-from odedistill.infra.devices import resolve_device
-from odedistill.infra.rundir import check_writable_file
 
-_DETECTOR_HELP = f"Local TorchScript Inception ({DETECTOR_FILE}); see docs/evaluation.md."
+# evaluation.fid.DETECTOR_FILE, written out so that `odedistill --help` does not import torch
+_DETECTOR_HELP = "Local TorchScript Inception (inception-2015-12-05.pt); see docs/evaluation.md."
 
 
 def _check_counts(batch: int, num: int | None = None) -> None:
@@ -59,6 +48,13 @@ def fid_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Print the FID of a set of images against reference statistics."""
+    from odedistill._io import atomic_write_json
+    from odedistill.evaluation.datasets import open_dataset, subset_indices
+    from odedistill.evaluation.features import check_detector, dataset_feature_stats
+    from odedistill.evaluation.fid import fid_from_stats, load_detector, load_ref
+    from odedistill.infra.devices import resolve_device
+    from odedistill.infra.rundir import check_writable_file
+
     _check_counts(batch, num)
     dev = resolve_device(device)
     if out is not None:
@@ -116,6 +112,12 @@ def fid_ref_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Compute reference statistics (mu, sigma) of a dataset's images."""
+    from odedistill.evaluation.datasets import open_dataset
+    from odedistill.evaluation.features import dataset_feature_stats
+    from odedistill.evaluation.fid import load_detector, save_ref
+    from odedistill.infra.devices import resolve_device
+    from odedistill.infra.rundir import check_writable_file
+
     _check_counts(batch)
     dev = resolve_device(device)
     check_writable_file(out, "--out")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Final
 
 import numpy as np
-import scipy.linalg
 import torch
 
 from odedistill._io import atomic_write
@@ -147,6 +146,8 @@ def feature_stats(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _sqrtm(a: np.ndarray) -> np.ndarray:
+    import scipy.linalg  # here, not at the top: every command that imports this module pays it
+
     with warnings.catch_warnings():  # EDM passes disp=False: no warning for singular products
         warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
         result = scipy.linalg.sqrtm(a)

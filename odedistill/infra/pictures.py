@@ -5,21 +5,31 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
 import numpy as np
 import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from odedistill._io import atomic_write_bytes
 
-from odedistill._io import atomic_write_bytes  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend, imported when a figure is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -68,6 +78,7 @@ def save_image_grid(
 
 def plot_image_panels(panels: dict[str, torch.Tensor], path: str | Path, cols: int = 8) -> Path:
     """Side-by-side titled grids of images in [-1, 1] (e.g. student, teacher Heun, data)."""
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
     for ax, (title, imgs) in zip(np.atleast_1d(axes), panels.items(), strict=True):
         grid = image_grid(imgs, cols)
@@ -94,6 +105,7 @@ def plot_2d(
     ``trajectories`` = (times (T,), student (T, n, 2), exact (T, n, 2)).
     """
     k = len(panels) + (trajectories is not None)
+    plt = _pyplot()
     fig, axes = plt.subplots(1, k, figsize=(3.4 * k, 3.5))
     axes = np.atleast_1d(axes)
     pts = torch.cat([p.double().reshape(-1, 2) for p in panels.values()])
@@ -133,6 +145,7 @@ def plot_curves(
 ) -> Path:
     """Lines (``curves``) and markers (``points``) of y against x on log-log axes, with an
     optional horizontal ``floor``."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for name, c in curves.items():
         xs = sorted(c)
