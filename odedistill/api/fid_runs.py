@@ -41,8 +41,8 @@ class _CheckpointStudents:
         system = rebuild_system(spec, str(first))
         if system is None:
             raise UserError(
-                f"{first}: the run's system was a Python object, which a checkpoint cannot "
-                "rebuild; compute FID through the library with your system"
+                f"{first}: the run's system is a Python object or a user's module, which "
+                "reading a checkpoint never rebuilds; compute FID through the library with your system"
             )
         self.system: ODESystem = system
 

@@ -142,8 +142,9 @@ def sample(
             student = read_student(run, weights, dev)
             if student.system is None:
                 raise UserError(
-                    f"{student.path}: the run's system was a Python object, which a checkpoint "
-                    "cannot rebuild; sample it through the library (odedistill.load_student)"
+                    f"{student.path}: the run's system is a Python object or a user's module, "
+                    "which reading a checkpoint never rebuilds; sample it through the library "
+                    "(odedistill.load_student(run).attach(YourODE(...)))"
                 )
             if time_list is None and steps not in (None, 1):
                 time_list = student.sample_times(steps)

@@ -139,9 +139,14 @@ def rebuild_network(spec: dict[str, Any], where: str) -> nn.Module:
 
 
 def rebuild_system(spec: dict[str, Any], where: str) -> ODESystem | None:
-    """The student's system, without its teacher: enough to draw initial states and conditions."""
+    """The student's system, without its teacher: enough to draw initial states and conditions.
+
+    None for a system given as a Python object or named as a user's 'package.module:Class':
+    reading a file never imports a module it names; give the system yourself
+    (``student.attach(system)``).
+    """
     section = spec.get("system") or {}
-    if section.get("kind") == "object":
+    if section.get("kind") == "object" or SYSTEMS.is_user_kind(section.get("kind")):
         return None
     cfg = from_dict({"system": section}, source=f"{where} (student's system)")
     kind = SYSTEMS.get(cfg.system.kind)
