@@ -94,6 +94,21 @@ def check_table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def points_table(rows: list[dict[str, Any]], points: int) -> list[str]:
+    sweep = sorted({int(p) for r in rows for p in r["check"]["by_points"]})
+    head = " | ".join(f"{p} nodes" for p in [*sweep, points])
+    out = [f"| system | {head} |", "|---|" + "---|" * (len(sweep) + 1)]
+    for r in rows:
+        c, by = r["check"], {int(p): v for p, v in r["check"]["by_points"].items()}
+        cells = [
+            f"{by[p]['spearman']:.2f} / {by[p]['recall_worst_5pct']:.2f} / {_ms(by[p]['cpu_s'])} ms"
+            for p in sweep
+        ]
+        cells.append(f"{c['spearman']:.2f} / {c['recall_worst_5pct']:.2f} / {_ms(c['cpu_s'])} ms")
+        out.append(f"| {r['system']} | " + " | ".join(cells) + " |")
+    return out
+
+
 def targets(rows: list[dict[str, Any]]) -> list[str]:
     out = [
         "| system | >= 50x every scipy | >= 5x torch RK4 | Spearman >= 0.7 |",
@@ -177,6 +192,10 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         "per-sample error |x − x*|, and the share of the truly worst 5 % among the 5 % it flags.",
         "",
         *check_table(rows),
+        "",
+        "Fewer nodes per jump ('linear'): Spearman / recall of the worst 5 % / CPU ms.",
+        "",
+        *points_table(rows, s["points"]),
         "",
         f"## {SECTIONS[3]}",
         "",

@@ -72,9 +72,10 @@ def train(system, name: str, s: SolverSettings) -> tuple[Any, dict[str, Any]]:
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a.double().numpy(), b.double().numpy()).statistic)
+    """Spearman's rank correlation: Pearson's of the ranks (ties broken by order)."""
+    ra, rb = (v.double().argsort().argsort().double() for v in (a, b))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
 def recall_of_worst(indicator: torch.Tensor, error: torch.Tensor, share: float = 0.05) -> float:
@@ -118,6 +119,14 @@ def measure(name: str, s: SolverSettings, log) -> dict[str, Any]:
     integral = student.residual(z, cond, points=s.points, kind="integral")
     row["check"]["spearman_integral"] = spearman(integral, per_sample)
     row["check"]["recall_worst_5pct_integral"] = recall_of_worst(integral, per_sample)
+    row["check"]["by_points"] = {}
+    for points in s.points_sweep:
+        indicator, cpu, _ = timed(lambda p=points: student.residual(z, cond, points=p), 1)
+        row["check"]["by_points"][points] = {
+            "cpu_s": cpu,
+            "spearman": spearman(indicator, per_sample),
+            "recall_worst_5pct": recall_of_worst(indicator, per_sample),
+        }
 
     steps = fewest_rk4_steps(system, z, cond, exact, target)
     row["rk4"] = {"steps": steps}

@@ -23,11 +23,19 @@ class SolverSettings:
     repeats: int = 3
     #: nodes per jump of the residual check
     points: int = 32
+    #: fewer nodes, each scored once (cost and ranking against points)
+    points_sweep: tuple[int, ...] = (4, 8, 16)
 
 
 PRESETS: dict[str, SolverSettings] = {
     "full": SolverSettings(),
     "quick": SolverSettings(
-        systems=("lotka",), train_seconds=1.0, n=256, n_per_sample=4, repeats=1, points=8
+        systems=("lotka",),
+        train_seconds=0.5,
+        n=256,
+        n_per_sample=4,
+        repeats=1,
+        points=8,
+        points_sweep=(4,),
     ),
 }
