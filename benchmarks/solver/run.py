@@ -162,26 +162,16 @@ def break_even(train_cpu_s: float, student_cpu_s: float, solver_cpu_s: float, n:
     return train_cpu_s / saving if saving > 0 else math.inf
 
 
-def run_benchmark(s: SolverSettings, out: Path, command: str, preset: str, log=print) -> dict:
-    torch.set_num_threads(1)
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    load_before = loadavg()
-    rows = []
-    for name in s.systems:
-        row = measure(name, s, log)
-        for key in ("rk4", "dop853_batch", "dop853_each", "lsoda_batch", "lsoda_each"):
-            if "cpu_s" in row[key]:
-                row[key]["speedup"] = row[key]["cpu_s"] / row["student"]["cpu_s"]
-                row[key]["break_even_states"] = break_even(
-                    row["training"]["train_cpu_s"], row["student"]["cpu_s"], row[key]["cpu_s"], s.n
-                )
-        rows.append(row)
-        log(
-            f"{name}: error {row['student']['error']:.3g}, RK4 {row['rk4'].get('steps')} steps "
-            f"x{row['rk4'].get('speedup', float('nan')):.2f}, DOP853 batch "
-            f"x{row['dop853_batch'].get('speedup', float('nan')):.1f}, check Spearman "
-            f"{row['check']['spearman']:.2f}"
-        )
+def write(
+    s: SolverSettings,
+    rows: list,
+    out: Path,
+    command: str,
+    preset: str,
+    started: str,
+    load_before: list[float],
+) -> dict:
+    """results.json and report.md of the rows so far (atomically)."""
     results = {
         "meta": {
             "command": command,
@@ -203,6 +193,31 @@ def run_benchmark(s: SolverSettings, out: Path, command: str, preset: str, log=p
     tmp.write_text(json.dumps(results, indent=1, default=str))
     tmp.replace(out / "results.json")
     write_report(results, out)
+    return results
+
+
+def run_benchmark(s: SolverSettings, out: Path, command: str, preset: str, log=print) -> dict:
+    torch.set_num_threads(1)
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    load_before = loadavg()
+    rows: list[dict[str, Any]] = []
+    results: dict[str, Any] = {}
+    for name in s.systems:
+        row = measure(name, s, log)
+        for key in ("rk4", "dop853_batch", "dop853_each", "lsoda_batch", "lsoda_each"):
+            if "cpu_s" in row[key]:
+                row[key]["speedup"] = row[key]["cpu_s"] / row["student"]["cpu_s"]
+                row[key]["break_even_states"] = break_even(
+                    row["training"]["train_cpu_s"], row["student"]["cpu_s"], row[key]["cpu_s"], s.n
+                )
+        rows.append(row)
+        results = write(s, rows, out, command, preset, started, load_before)
+        log(
+            f"{name}: error {row['student']['error']:.3g}, RK4 {row['rk4'].get('steps')} steps "
+            f"x{row['rk4'].get('speedup', float('nan')):.2f}, DOP853 batch "
+            f"x{row['dop853_batch'].get('speedup', float('nan')):.1f}, check Spearman "
+            f"{row['check']['spearman']:.2f}"
+        )
     return results
 
 
