@@ -236,6 +236,12 @@ class SchemeConfig:
     grid: str = _f("karras", "collocation grid", choices=GRIDS)
     rho: float = _f(7.0, "Karras grid exponent", lo=0, lo_open=True)
     fused: bool = _f(True, "run a sample's student evaluations as one batched pass")
+    times: str = _f(
+        "grid",
+        "collocation times: 'grid' (t_i, i ~ U{0 ... N-1}: PID) or 'continuous' (uniform along "
+        "the grid's piecewise-linear interpolation; scheme.kind = 'autodiff' only)",
+        choices=("grid", "continuous"),
+    )
 
 
 @dataclass
@@ -249,6 +255,13 @@ class LossConfig:
         "of the system; 0 = off (PID student only)",
         lo=0,
         hi=1e6,
+    )
+    target_grad: str = _f(
+        "stop",
+        "the gradient of the residual's target f(x(t), t): 'stop' (PID's sg[f], for a large "
+        "teacher) or 'through' (the full gradient of |dx/dt - f(x, t)|^2, for a cheap ODE; "
+        "continuous times need it to train well)",
+        choices=("stop", "through"),
     )
 
 
