@@ -178,6 +178,14 @@ def _check_consistency(cfg: Config, source: str) -> None:
             f"{source}: 'system.t_max' = {s.t_max:g} exceeds 1, where the flow-matching "
             "interpolation (1 - t) x0 + t eps is pure noise; set system.t_max = 1.0"
         )
+    if cfg.train.tol > 0 and not cfg.train.validate_every:
+        raise UserError(
+            f"{source}: 'train.tol' needs validation checks: set 'train.validate_every'"
+        )
+    if cfg.train.validate_steps > 1 and cfg.student.kind != "flowmap":
+        raise UserError(
+            f"{source}: 'train.validate_steps' > 1 needs a flow map (student.kind = 'flowmap')"
+        )
     if cfg.train.stop_at_ratio > 0 and not cfg.train.validate_every:
         raise UserError(
             f"{source}: 'train.stop_at_ratio' needs validation checks: set 'train.validate_every'"

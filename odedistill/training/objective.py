@@ -80,8 +80,10 @@ def make_objective(
             precision,
             source_state=f.source_state,
             ema=ema,
+            through=session.cfg.loss.target_grad == "through",
         )
-        return objective, flowmap_indices(f.p_T, f.steps, f.sources)
+        continuous = session.cfg.scheme.times == "continuous"
+        return objective, flowmap_indices(f.p_T, f.steps, f.sources, continuous)
     causal = None
     if session.cfg.loss.causal_eps > 0:
         system = session.system
