@@ -106,16 +106,15 @@ class FlowMap(TrajectoryModel):
     def sample_steps(self, steps: int = 1, times: list[float] | None = None) -> list[float]:
         """The times s_0 = t_start … s_K = t_end of a K-jump sample.
 
-        Without ``times`` only one step is possible here; ``sample_times(grid, K)`` gives the
-        default times of K steps on the collocation grid the map was trained on.
+        Without ``times`` the K jumps are of equal length; ``sample_times(grid, K)`` gives the
+        times of K steps on the collocation grid the map was trained on (the same on a
+        uniform grid when K divides N − 1).
         """
         if times is None:
-            if steps != 1:
-                raise UserError(
-                    "a flow map's multi-step sample needs its times (odedistill samplers give "
-                    "them from the collocation grid)"
-                )
-            times = [self.t_start, self.t_end]
+            if steps < 1:
+                raise UserError(f"a flow map samples in steps >= 1, got {steps}")
+            span = self.t_end - self.t_start
+            times = [self.t_start + span * m / steps for m in range(steps)] + [self.t_end]
         check_times(times, self.t_start, self.t_end)
         return list(times)
 

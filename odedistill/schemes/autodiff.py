@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch.func import jvp
 
+from odedistill.grids import times_at
 from odedistill.models.attention import check_forward_ad_error, forward_ad_safe_attention
 from odedistill.models.base import Path
 from odedistill.schemes.base import ResidualScheme
@@ -12,6 +13,9 @@ from odedistill.schemes.base import ResidualScheme
 
 class Autodiff(ResidualScheme):
     """One JVP with tangent 1 on t gives x(t_i) and its exact derivative together.
+
+    The times may be continuous: fractional positions ``idx`` interpolate the grid
+    (``odedistill.grids.times_at``), so no grid error remains in the residual.
 
     Parameter gradients flow through the JVP (reverse over forward mode). Attention runs on
     the math backend inside the JVP, since fused kernels have no forward-mode rule.
@@ -21,11 +25,12 @@ class Autodiff(ResidualScheme):
     order = float("inf")
     evaluations = 1
     needs_forward_ad = True
+    continuous_times = True
 
     def __call__(
         self, path: Path, grid: torch.Tensor, idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        t_i = grid[idx].to(path.dtype)
+        t_i = times_at(grid, idx).to(path.dtype)
         try:
             with forward_ad_safe_attention():
                 y, v = jvp(path, (t_i,), (torch.ones_like(t_i),))
