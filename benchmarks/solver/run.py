@@ -63,11 +63,14 @@ def train(system, name: str, s: SolverSettings) -> tuple[Any, dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench-solver-") as tmp:
         student, cpu, wall = timed(lambda: odedistill.distill(system, run_dir=tmp, **kwargs), 1)
     validation = getattr(student, "validation", None)
+    validation = validation if isinstance(validation, dict) else None
     return student.attach(system), {
+        "kind": type(student).__name__,
+        "evaluations": int(validation.get("evaluations", 1)) if validation else 1,
         "distill_kwargs": kwargs,
         "train_cpu_s": cpu,
         "train_wall_s": wall,
-        "validation": validation if isinstance(validation, dict) else None,
+        "validation": validation,
     }
 
 
@@ -98,15 +101,16 @@ def measure(name: str, s: SolverSettings, log) -> dict[str, Any]:
     student, row["training"] = train(system, name, s)
     log(f"{name}: trained {row['training']['train_cpu_s']:.1f} CPU-s")
 
+    K = row["training"]["evaluations"]  # a flow map's jumps
     with torch.inference_mode():
-        x, cpu, wall = timed(lambda: student.sample(z, cond), s.repeats)
+        x, cpu, wall = timed(lambda: student.sample(z, cond, steps=K), s.repeats)
     target = norm_relative(x, exact)
     per_sample = (x.double() - exact).reshape(s.n, -1).norm(dim=1)
-    row["student"] = {"error": target, "cpu_s": cpu, "wall_s": wall, "evaluations": 1}
+    row["student"] = {"error": target, "cpu_s": cpu, "wall_s": wall, "evaluations": K}
     row["error_reference"] = float(exact.reshape(s.n, -1).norm(dim=1).mean())
 
     checked, cpu, wall = timed(
-        lambda: student.sample(z, cond, check=True, points=s.points), s.repeats
+        lambda: student.sample(z, cond, steps=K, check=True, points=s.points), s.repeats
     )
     row["check"] = {
         "points": s.points,
@@ -116,12 +120,12 @@ def measure(name: str, s: SolverSettings, log) -> dict[str, Any]:
         "recall_worst_5pct": recall_of_worst(checked.error, per_sample),
         "indicator_over_error_median": float((checked.error / per_sample).median()),
     }
-    integral = student.residual(z, cond, points=s.points, kind="integral")
+    integral = student.residual(z, cond, steps=K, points=s.points, kind="integral")
     row["check"]["spearman_integral"] = spearman(integral, per_sample)
     row["check"]["recall_worst_5pct_integral"] = recall_of_worst(integral, per_sample)
     row["check"]["by_points"] = {}
     for points in s.points_sweep:
-        indicator, cpu, _ = timed(lambda p=points: student.residual(z, cond, points=p), 1)
+        indicator, cpu, _ = timed(lambda p=points: student.residual(z, cond, K, points=p), 1)
         row["check"]["by_points"][points] = {
             "cpu_s": cpu,
             "spearman": spearman(indicator, per_sample),
