@@ -58,6 +58,8 @@ def train(system, name: str, s: SolverSettings) -> tuple[Any, dict[str, Any]]:
     kwargs.update(seed=s.seed, progress=False, iterations=1_000_000)
     if "tol" in params:
         kwargs["tol"] = s.tol
+    if "student" in params:
+        kwargs["student"] = s.student
     else:  # distill() before its accuracy contract: the suite's grid, the budget decides
         kwargs.update(N=SUITE[name].N, grid=SUITE[name].grid)
     with tempfile.TemporaryDirectory(prefix="bench-solver-") as tmp:
@@ -232,6 +234,7 @@ def parse(argv: list[str] | None) -> tuple[SolverSettings, Path, str]:
     p.add_argument("--train-seconds", type=float, help="distill()'s CPU budget per system")
     p.add_argument("--tol", type=float, help="distill()'s accuracy target, where it takes one")
     p.add_argument("--n", type=int, help="held-out states timed")
+    p.add_argument("--student", choices=["pid", "flowmap", "auto"], help="distill(student=)")
     p.add_argument("--out", default=DEFAULT_OUT, help="report folder")
     a = p.parse_args(argv)
     preset = "quick" if a.quick else "full"
@@ -242,7 +245,8 @@ def parse(argv: list[str] | None) -> tuple[SolverSettings, Path, str]:
         if unknown:
             raise UserError(f"unknown system {unknown[0]!r}; the suite has {', '.join(SUITE)}")
         s = dataclasses.replace(s, systems=names)
-    for field, value in (("train_seconds", a.train_seconds), ("tol", a.tol), ("n", a.n)):
+    given = (("train_seconds", a.train_seconds), ("tol", a.tol), ("n", a.n), ("student", a.student))
+    for field, value in given:
         if value is not None:
             s = dataclasses.replace(s, **{field: value})
     return s, Path(a.out), preset

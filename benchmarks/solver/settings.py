@@ -14,6 +14,8 @@ class SolverSettings:
     #: distill()'s budget in process CPU seconds, and its accuracy target where distill() has one
     train_seconds: float = 60.0
     tol: float = 1e-2
+    #: distill(student=...): 'pid' (one evaluation), 'flowmap' or 'auto' (where it has one)
+    student: str = "pid"
     seed: int = 0
     #: states timed and scored (the vectorised solvers and the student take them all at once)
     n: int = 10_000
