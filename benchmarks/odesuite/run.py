@@ -193,9 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tol", type=float, help="the tolerance asked of every system (1e-2)")
     p.add_argument("--ablation-budget", type=float, help="CPU seconds per ablation run (20)")
     p.add_argument("--systems", help=f"comma list (default all: {','.join(SUITE)})")
-    p.add_argument(
-        "--parts", help="comma list of final, ablation (default final,ablation)"
-    )
+    p.add_argument("--parts", help="comma list of final, ablation (default final,ablation)")
     p.add_argument("--seeds", help="comma list of seeds of the final table (default 0)")
     p.add_argument("--variants", help=f"comma list (default all: {','.join(VARIANTS)})")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")

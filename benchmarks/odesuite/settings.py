@@ -75,9 +75,7 @@ class SuiteSettings:
     # the ablation
     ablation_budget: float = 20.0
     ablation_seed: int = 0
-    variants: list[str] = field(
-        default_factory=lambda: list(VARIANTS)
-    )
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
     # evaluation
     test_n: int = 1000  # held-out test states per system (seed test_seed)
     test_seed: int = 1001
