@@ -237,7 +237,7 @@ SUITE: dict[str, SuiteSystem] = {
         "U[1, 3]^2", "-",
     ),
     "oscillator": SuiteSystem(
-        ForcedOscillator, 64, "uniform", "x' = y, y' = -0.3 y - x + 0.5 cos(1.2 t)", "[0, 6]",
+        ForcedOscillator, 512, "uniform", "x' = y, y' = -0.3 y - x + 0.5 cos(1.2 t)", "[0, 6]",
         "U[-2, 2]^2", "-",
     ),
     "vdp_stiff": SuiteSystem(
@@ -245,7 +245,7 @@ SUITE: dict[str, SuiteSystem] = {
         "U[-2, 2]^2", "-",
     ),
     "kepler": SuiteSystem(
-        KeplerOrbit, 256, "uniform", "q' = p, p' = -q / |q|^3 (dim 4, conservative)",
+        KeplerOrbit, 8192, "uniform", "q' = p, p' = -q / |q|^3 (dim 4, conservative)",
         "[0, 2 pi]", "q0 = (r, 0), r ~ U[0.9, 1.1]; p0 = (0, U[0.9, 1.1] / sqrt(r))", "-",
     ),
 }  # fmt: skip
