@@ -12,17 +12,18 @@ from odedistill.distances import (
     SquaredL2,
     make_distance,
 )
-from odedistill.errors import TrainingDiverged, UserError
+from odedistill.errors import AccuracyWarning, TrainingDiverged, UserError
 from odedistill.grids import GRIDS, karras_grid, make_grid, uniform_grid
 from odedistill.infra.students import load_student
 from odedistill.loss import pid_loss, residual_loss
 from odedistill.models.base import Path, TrajectoryModel
 from odedistill.models.boundary import BoundaryTrajectory
+from odedistill.models.flowmap import FlowMap
 from odedistill.models.nets import MLP, SmallUNet
 from odedistill.models.parametrisation import Parametrisation
 from odedistill.registry import Registry
 from odedistill.schemes import SCHEMES, Autodiff, Central, ResidualScheme, Upwind, make_scheme
-from odedistill.solvers import euler, heun, solve_reference
+from odedistill.solvers import euler, heun, solve_reference, trajectory_errors
 from odedistill.systems.base import ODESystem
 from odedistill.systems.flow_matching import FlowMatchingODE
 from odedistill.systems.linear import LinearODE
@@ -43,10 +44,12 @@ __all__ = [
     "LPIPSAvgPool",
     "LPIPSMaxPool",
     "MLP",
+    "AccuracyWarning",
     "Autodiff",
     "BoundaryTrajectory",
     "Central",
     "Distance",
+    "FlowMap",
     "FlowMatchingODE",
     "GaussianMixtureDenoiser",
     "GaussianMixtureVelocity",
@@ -82,5 +85,6 @@ __all__ = [
     "ring_mixture",
     "run_recipe",
     "solve_reference",
+    "trajectory_errors",
     "uniform_grid",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from odedistill.api.fid_runs import evaluate_checkpoint
-from odedistill.errors import UserError
+from odedistill.errors import AccuracyWarning, UserError
 from odedistill.evaluation.features import FIDScorer, default_seeds
 from odedistill.evaluation.pictures import write_samples_png
 from odedistill.evaluation.report import evaluate, write_eval
@@ -22,6 +23,7 @@ from odedistill.infra.devices import resolve_device
 from odedistill.infra.recipes import to_toml
 from odedistill.infra.rundir import RunLock, prepare_run, write_run_config
 from odedistill.training.trainer import Hook, Trainer
+from odedistill.training.validation import shortfall
 
 
 class FIDDuringTraining(Hook):
@@ -56,13 +58,21 @@ class FIDDuringTraining(Hook):
         trainer.log.write({"step": trainer.step, "fid": {r["weights"]: r["fid"] for r in records}})
 
 
-def finish_run(session: Session, run_dir: Path, console: Console) -> dict[str, Any]:
-    """Evaluate the trained students, write eval.json and samples.png, return the report."""
+def finish_run(
+    session: Session,
+    run_dir: Path,
+    console: Console,
+    validation: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate the trained students, write eval.json and samples.png, return the report
+    (with the run's last ``validation`` summary, where it validated)."""
     cfg = session.cfg
     students = weights_of(session)
     chosen = reported_weights(session)
     with console.status("evaluating against the exact solution"):
         report, outputs = evaluate(cfg, session.system, students, chosen)
+        if validation is not None:
+            report["validation"] = validation
         write_eval(run_dir, report)
         write_samples_png(
             session.system,
@@ -159,9 +169,20 @@ def _train_and_evaluate(
     trainer.run(show_progress=show_progress and env.is_main, console=console)
     if trainer.stop_reason:
         console.print(f"stopped at step {trainer.step}: {trainer.stop_reason}")
+    summary = trainer.validation.summary(trainer) if trainer.validation else None
+    if summary is not None and env.is_main:
+        console.print(
+            f"validation: norm-relative error {summary['error']:.4g} (median "
+            f"{summary['median']:.4g}, p95 {summary['p95']:.4g}), {summary['evaluations']} "
+            f"evaluation(s)"
+            + (f", tol {summary['tol']:g} met: {summary['met']}" if summary["tol"] else "")
+        )
+        if summary["tol"] > 0 and not summary["met"]:
+            flowmap = cfg.student.kind == "flowmap"
+            warnings.warn(shortfall(summary, flowmap=flowmap), AccuracyWarning, stacklevel=2)
     if not cfg.eval.enabled or not env.is_main:
         return None
-    report = finish_run(session, run_dir, console)
+    report = finish_run(session, run_dir, console, summary)
     s = report["samplers"]["student"]
     console.print(
         f"student (1 step): relative error {s['trajectory_rel_error']:.4g}, "
