@@ -202,11 +202,29 @@ def write(
     return results
 
 
+def earlier_rows(out: Path, s: SolverSettings) -> list[dict[str, Any]]:
+    """The rows of other systems in ``out``'s results.json from a run with the same settings
+    (so systems can be run one invocation at a time into one report)."""
+    path = out / "results.json"
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    now = json.loads(json.dumps(dataclasses.asdict(s)))  # tuples as lists, as stored
+    defaults = json.loads(json.dumps(dataclasses.asdict(SolverSettings())))
+    same = {**defaults, **old["meta"]["settings"]}  # a field added since: its default then
+    same, now = ({k: v for k, v in d.items() if k != "systems"} for d in (same, now))
+    if same != now:
+        return []
+    for r in old["rows"]:
+        r.setdefault("command", old["meta"]["command"])
+    return [r for r in old["rows"] if r["system"] not in s.systems]
+
+
 def run_benchmark(s: SolverSettings, out: Path, command: str, preset: str, log=print) -> dict:
     torch.set_num_threads(1)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     load_before = loadavg()
-    rows: list[dict[str, Any]] = []
+    rows = earlier_rows(out, s)
     results: dict[str, Any] = {}
     for name in s.systems:
         row = measure(name, s, log)
@@ -216,7 +234,8 @@ def run_benchmark(s: SolverSettings, out: Path, command: str, preset: str, log=p
                 row[key]["break_even_states"] = break_even(
                     row["training"]["train_cpu_s"], row["student"]["cpu_s"], row[key]["cpu_s"], s.n
                 )
-        rows.append(row)
+        row["command"] = command
+        rows = [r for r in rows if r["system"] != name] + [row]
         results = write(s, rows, out, command, preset, started, load_before)
         log(
             f"{name}: error {row['student']['error']:.3g}, RK4 {row['rk4'].get('steps')} steps "

@@ -10,7 +10,17 @@ class SolverSettings:
     """What one run measures; every field can be overridden on the command line."""
 
     #: suite systems (benchmarks/odesuite/systems.py), in report order
-    systems: tuple[str, ...] = ("lotka", "duffing", "pendulum3", "brusselator", "vdp", "lorenz")
+    systems: tuple[str, ...] = (
+        "lotka",
+        "duffing",
+        "pendulum3",
+        "brusselator",
+        "vdp",
+        "lorenz",
+        "oscillator",
+        "kepler",
+        "vdp_stiff",
+    )
     #: distill()'s budget in process CPU seconds, and its accuracy target where distill() has one
     train_seconds: float = 60.0
     tol: float = 1e-2
