@@ -163,11 +163,15 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     meta, rows = results["meta"], results["rows"]
     m = meta["machine"]
     s = meta["settings"]
+    earlier = sorted(
+        {r["command"] for r in rows if r.get("command", meta["command"]) != meta["command"]}
+    )
     lines = [
         "# Solver benchmark: a distilled student against the solvers it replaces",
         "",
         f"Command: `{meta['command']}` (preset {meta['preset']}), commit {meta['commit']}, "
-        f"{meta['started']} to {meta['finished']}.",
+        f"{meta['started']} to {meta['finished']}."
+        + (f" Rows from earlier runs: {', '.join(f'`{c}`' for c in earlier)}." if earlier else ""),
         f"Machine: {m.get('cpu_model')}, {m.get('cpu_count')} cores, torch {m.get('torch')}, "
         f"{meta['threads']} thread; load average {meta['load_average_before']} before, "
         f"{meta['load_average_after']} after (a shared machine: times are process CPU seconds, "
