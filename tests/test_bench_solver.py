@@ -100,3 +100,21 @@ def test_spearman_against_scipy():
     b = a + torch.randn(200, generator=g)
     assert spearman(a, b) == pytest.approx(spearmanr(a.numpy(), b.numpy()).statistic, abs=1e-12)
     assert spearman(a, a.exp()) == pytest.approx(1.0)
+
+
+def test_a_run_of_some_systems_keeps_the_other_rows(tmp_path):
+    """Rows of systems not rerun survive when the settings match (a field added since counts
+    as its default), and are dropped when they do not."""
+    import dataclasses
+
+    from benchmarks.solver.run import earlier_rows
+    from benchmarks.solver.settings import SolverSettings
+
+    old = dataclasses.asdict(SolverSettings(systems=("lotka", "vdp")))
+    del old["student"]
+    rows = [{"system": "lotka"}, {"system": "vdp"}]
+    meta = {"settings": old, "command": "python -m benchmarks.solver"}
+    (tmp_path / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}))
+    kept = earlier_rows(tmp_path, SolverSettings(systems=("vdp",)))
+    assert kept == [{"system": "lotka", "command": "python -m benchmarks.solver"}]
+    assert earlier_rows(tmp_path, SolverSettings(systems=("vdp",), n=500)) == []
