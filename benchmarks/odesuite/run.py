@@ -124,6 +124,7 @@ def run_suite(
                 "command": command,
                 "budget": s.budget,
                 "tol": s.tol,
+                "student": s.student,
                 "seeds": s.seeds,
                 "test_n": s.test_n,
                 "validate_every": s.validate_every,
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="the tiny preset (seconds; for tests)")
     p.add_argument("--budget", type=float, help="CPU seconds per system, final table (60)")
     p.add_argument("--tol", type=float, help="the tolerance asked of every system (1e-2)")
+    p.add_argument("--student", help="distill()'s student: 'auto' (default), 'pid' or 'flowmap'")
     p.add_argument("--ablation-budget", type=float, help="CPU seconds per ablation run (20)")
     p.add_argument("--systems", help=f"comma list (default all: {','.join(SUITE)})")
     p.add_argument("--parts", help="comma list of final, ablation (default final,ablation)")
@@ -204,6 +206,10 @@ def main(argv: list[str] | None = None) -> None:
             s.budget = a.budget
         if a.tol is not None:
             s.tol = a.tol
+        if a.student:
+            if a.student not in ("auto", "pid", "flowmap"):
+                raise UserError(f"--student takes auto, pid or flowmap, got {a.student!r}")
+            s.student = a.student
         if a.ablation_budget is not None:
             s.ablation_budget = a.ablation_budget
         if a.systems:
