@@ -23,6 +23,7 @@ _EXPORTS = {
     "PseudoHuber": "odedistill.distances",
     "SquaredL2": "odedistill.distances",
     "make_distance": "odedistill.distances",
+    "AccuracyWarning": "odedistill.errors",
     "TrainingDiverged": "odedistill.errors",
     "UserError": "odedistill.errors",
     "GRIDS": "odedistill.grids",
@@ -35,6 +36,7 @@ _EXPORTS = {
     "Path": "odedistill.models.base",
     "TrajectoryModel": "odedistill.models.base",
     "BoundaryTrajectory": "odedistill.models.boundary",
+    "FlowMap": "odedistill.models.flowmap",
     "MLP": "odedistill.models.nets",
     "SmallUNet": "odedistill.models.nets",
     "Parametrisation": "odedistill.models.parametrisation",
@@ -48,6 +50,7 @@ _EXPORTS = {
     "euler": "odedistill.solvers",
     "heun": "odedistill.solvers",
     "solve_reference": "odedistill.solvers",
+    "trajectory_errors": "odedistill.solvers",
     "ODESystem": "odedistill.systems.base",
     "FlowMatchingODE": "odedistill.systems.flow_matching",
     "LinearODE": "odedistill.systems.linear",
@@ -67,10 +70,12 @@ __all__ = [
     "LPIPSAvgPool",
     "LPIPSMaxPool",
     "MLP",
+    "AccuracyWarning",
     "Autodiff",
     "BoundaryTrajectory",
     "Central",
     "Distance",
+    "FlowMap",
     "FlowMatchingODE",
     "GaussianMixtureDenoiser",
     "GaussianMixtureVelocity",
@@ -106,6 +111,7 @@ __all__ = [
     "ring_mixture",
     "run_recipe",
     "solve_reference",
+    "trajectory_errors",
     "uniform_grid",
 ]
 
@@ -136,12 +142,13 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and editors
         SquaredL2,
         make_distance,
     )
-    from odedistill.errors import TrainingDiverged, UserError
+    from odedistill.errors import AccuracyWarning, TrainingDiverged, UserError
     from odedistill.grids import GRIDS, karras_grid, make_grid, uniform_grid
     from odedistill.infra.students import load_student
     from odedistill.loss import pid_loss, residual_loss
     from odedistill.models.base import Path, TrajectoryModel
     from odedistill.models.boundary import BoundaryTrajectory
+    from odedistill.models.flowmap import FlowMap
     from odedistill.models.nets import MLP, SmallUNet
     from odedistill.models.parametrisation import Parametrisation
     from odedistill.registry import Registry
@@ -153,7 +160,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and editors
         Upwind,
         make_scheme,
     )
-    from odedistill.solvers import euler, heun, solve_reference
+    from odedistill.solvers import euler, heun, solve_reference, trajectory_errors
     from odedistill.systems.base import ODESystem
     from odedistill.systems.flow_matching import FlowMatchingODE
     from odedistill.systems.linear import LinearODE

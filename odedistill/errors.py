@@ -7,6 +7,11 @@ class UserError(Exception):
     """Bad input from the user (recipe, path, option). The CLI prints it on one line and exits 2."""
 
 
+class AccuracyWarning(UserWarning):
+    """Training ended (its time or iteration budget spent) before the student's held-out error
+    reached the tolerance asked for; the student is returned with ``validation['met']`` False."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
 

@@ -50,3 +50,15 @@ GRIDS.register(
 def make_grid(kind: str, N: int, t_start: float, t_end: float, rho: float = 7.0) -> torch.Tensor:
     """Build the grid registered as ``kind`` (``GRIDS.names()``) in float64."""
     return GRIDS.get(kind)(N, t_start, t_end, rho)
+
+
+def times_at(grid: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """The collocation times at ``idx``: grid[idx] for integer indices; for fractional positions
+    u in [0, N − 1] the piecewise-linear interpolation t = t_k + (u − k)(t_{k+1} − t_k), k = ⌊u⌋
+    (continuous times with the grid's density: uniform in t on a uniform grid)."""
+    if not idx.is_floating_point():
+        return grid[idx]
+    N = grid.shape[0]
+    k = idx.floor().long().clamp(0, N - 2)
+    frac = (idx.to(grid.dtype) - k.to(grid.dtype)).clamp(0, 1)
+    return grid[k] + frac * (grid[k + 1] - grid[k])

@@ -3,6 +3,9 @@
 For the probability-flow ODE, to_target(y, t, v) = y - t v and target(y, t) = D(y; t): the
 student's denoised estimate against the teacher's. The path is the student's trajectory
 t ↦ x_theta(z, t) (PID) or a flow map's t ↦ X(x_s, s, t) (the Lagrangian residual).
+With ``through=True`` the stop-gradient goes: L = E d(to_target(y, t, v), target(y, t)), the
+full gradient of the plain residual |dx/dt − f(x, t)|² (a PINN's loss), which is what trains a
+cheap user ODE (DESIGN.md section 6).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def residual_loss(
     idx: torch.Tensor,
     cond: torch.Tensor | None = None,
     autocast: Autocast = contextlib.nullcontext,
+    through: bool = False,
 ) -> torch.Tensor:
     """Per-sample residual loss (B,) of ``path`` at collocation indices ``idx``.
 
@@ -38,9 +42,13 @@ def residual_loss(
     teacher is evaluated at the detached point under ``torch.inference_mode`` (its output is
     cloned into a normal tensor so that autograd may save it). ``autocast`` wraps the teacher
     and the distance (mixed precision); the student's networks take care of their own.
+    With ``through`` the teacher is evaluated at y itself and the gradient flows through it.
     """
     t, y, v = scheme(path, grid, idx)
     pred = system.to_target(y, t, v)
+    if through:
+        with autocast():
+            return distance(pred, system.target(y, t, cond).to(pred.dtype))
     with torch.inference_mode(), autocast():
         target = system.target(y.detach(), t, cond)
     target = target.clone()  # an inference tensor cannot be saved for backward
@@ -58,12 +66,14 @@ def pid_loss(
     idx: torch.Tensor,
     cond: torch.Tensor | None = None,
     autocast: Autocast = contextlib.nullcontext,
+    through: bool = False,
 ) -> torch.Tensor:
     """Per-sample PID loss (B,) of the student's trajectories from ``z`` at indices ``idx``.
 
     For the probability-flow ODE this is d(y - t_i v, D(y; t_i)) with y = x_theta(z, t_i).
     """
-    return residual_loss(model.path(z, cond), system, scheme, distance, grid, idx, cond, autocast)
+    path = model.path(z, cond)
+    return residual_loss(path, system, scheme, distance, grid, idx, cond, autocast, through)
 
 
 class CausalWeights:
@@ -84,7 +94,7 @@ class CausalWeights:
     @torch.no_grad()
     def update(self, idx: torch.Tensor, losses: torch.Tensor) -> None:
         """Fold a batch's per-sample losses (B,) at indices ``idx`` (B,) into R."""
-        idx = idx.detach().cpu()
+        idx = idx.detach().cpu().long()  # the grid interval of a continuous time
         lhat = losses.detach().double().cpu() / self.f2
         total = torch.zeros(self.N, dtype=torch.float64).index_add_(0, idx, lhat)
         count = torch.zeros(self.N, dtype=torch.float64).index_add_(0, idx, torch.ones_like(lhat))
@@ -102,7 +112,9 @@ class CausalWeights:
         return torch.exp(-self.eps * before / self.N)
 
     def __call__(self, idx: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
-        """Update R with this batch, then return the weighted per-sample losses w_{i_b} ℓ_b."""
+        """Update R with this batch, then return the weighted per-sample losses w_{i_b} ℓ_b
+        (a continuous position u counts as index ⌊u⌋)."""
+        idx = idx.long()
         self.update(idx, losses)
         w = self.weights().to(device=losses.device, dtype=losses.dtype)
         return w[idx] * losses

@@ -198,3 +198,29 @@ def karras_sigmas(
 ) -> torch.Tensor:
     """EDM's noise levels sigma_0 = sigma_max > ... > sigma_{n-1} = sigma_min (float64)."""
     return karras_grid(num_steps, sigma_max, sigma_min, rho)
+
+
+# ------------------------------------------------------------------- errors against a reference
+def relative_error(x: torch.Tensor, exact: torch.Tensor) -> float:
+    """mean_b |x_b − x*_b| / |x*_b| over flattened states, in float64 (eval.json's metric;
+    dominated by endpoints near 0: never a headline for a general ODE)."""
+    x, exact = x.double().flatten(1).cpu(), exact.double().flatten(1).cpu()
+    return ((x - exact).norm(dim=1) / exact.norm(dim=1).clamp_min(1e-300)).mean().item()
+
+
+def trajectory_errors(x: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
+    """A solver's error against reference endpoints x*, robust where some |x*_b| are near 0.
+
+        error  = mean_b |x_b − x*_b| / mean_b |x*_b|      (norm-relative)
+        median, p95: of the per-sample e_b = |x_b − x*_b| / mean_j |x*_j|
+
+    in float64 over flattened states (DESIGN.md section 6).
+    """
+    x, exact = x.double().flatten(1).cpu(), exact.double().flatten(1).cpu()
+    scale = exact.norm(dim=1).mean().clamp_min(1e-300)
+    e = (x - exact).norm(dim=1) / scale
+    return {
+        "error": e.mean().item(),
+        "median": e.quantile(0.5).item(),
+        "p95": e.quantile(0.95).item(),
+    }

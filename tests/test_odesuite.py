@@ -275,8 +275,9 @@ def test_user_system_runs_from_a_recipe(user_recipe, tmp_path):
     assert '"val_ratio"' in metrics
     # the student file rebuilds the normalised, unit-time network without importing the
     # user's module; the system is had only by naming it again
+    sys.modules.pop("odesuite_user_mod", None)
     loaded = odedistill.infra.students.read_student(run)
-    assert loaded.system is None
+    assert loaded.system is None and "odesuite_user_mod" not in sys.modules
     again = odedistill.infra.students.read_student(run, system="odesuite_user_mod:Decay")
     assert type(again.system).__name__ == "Decay" and again.system.rate == 2.0
     assert loaded.model.param.c_noise == UnitTime(0.0, 0.5)

@@ -1,6 +1,6 @@
 """Driver of the odesuite benchmark: the final table at distill()'s defaults and the ablation.
 
-python -m benchmarks.odesuite [--quick] [--budget 60] [--systems vdp,sir] [--parts final,ablation]
+python -m benchmarks.odesuite [--quick] [--tol 1e-2] [--budget 60] [--systems vdp,sir] [--parts final,ablation]
     [--seeds 0,1] [--ablation-budget 20] [--variants defaults,no_causal] [--out DIR]
 
 A part run into a folder that holds results.json from another invocation is merged into it
@@ -55,8 +55,9 @@ def _part(
         rows.append(row)
         log(
             f"[{name} {k + 1}/{len(runs)}] {variant:>12s} {system:>11s} seed {seed}: "
-            f"{row['steps']} steps, ratio {row['ratio']:.2f} (error {row['error']:.4g}, Euler "
-            f"{row['euler_error']:.4g}), wall {row['wall_s']:.0f} s, load {row['loadavg_end']}"
+            f"{row['steps']} steps, {row['evaluations']} ev., error {row['error']:.3g} (val "
+            f"{row['val_error']:.3g}, met {row['met']}), ratio {row['ratio']:.2f}, train CPU "
+            f"{row['train_cpu_s']:.0f} s, wall {row['wall_s']:.0f} s, load {row['loadavg_end']}"
         )
     return {
         "rows": rows,
@@ -98,8 +99,8 @@ def run_suite(
     bad = [v for v in s.variants if v not in VARIANTS]
     if bad:
         raise UserError(f"unknown variant {bad[0]!r}; known: {', '.join(VARIANTS)}")
-    if any(p not in ("final", "ablation", "earlystop") for p in s.parts):
-        raise UserError("--parts takes 'final', 'ablation' and/or 'earlystop'")
+    if any(p not in ("final", "ablation") for p in s.parts):
+        raise UserError("--parts takes 'final' and/or 'ablation'")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
@@ -122,8 +123,9 @@ def run_suite(
                 **part,
                 "command": command,
                 "budget": s.budget,
+                "tol": s.tol,
+                "student": s.student,
                 "seeds": s.seeds,
-                "target": s.target,
                 "test_n": s.test_n,
                 "validate_every": s.validate_every,
             }
@@ -132,9 +134,7 @@ def run_suite(
             runs = []
             for v in s.variants:
                 for n in s.systems:
-                    limit = VARIANTS[v].max_N
-                    if v == "defaults" or limit is None or SUITE[n].N <= limit:
-                        runs.append((v, n, s.ablation_seed, s.ablation_budget))
+                    runs.append((v, n, s.ablation_seed, s.ablation_budget))
             old = results.get("ablation") or {}
             have = {
                 r["system"]
@@ -156,17 +156,12 @@ def run_suite(
             if have and not any(r[0] == "defaults" for r in runs):
                 ablation["distill_defaults"] = old.get("distill_defaults")  # of the reference
             results["ablation"] = _merge(old, ablation, ("variant", "system", "seed"))
-        if "earlystop" in s.parts:
-            runs = [("stop_at_target", n, seed, s.budget) for seed in s.seeds for n in s.systems]
-            part = _part("earlystop", s, runs, log)
-            stops = {**part, "command": command, "budget": s.budget, "target": s.target}
-            results["earlystop"] = _merge(results.get("earlystop"), stops, ("system", "seed"))
     finally:
         torch.set_num_threads(threads)
     machine = machine_info(torch.device("cpu"))
     machine["git_commit"] = git_commit(ROOT)
     results["meta"] = {
-        "benchmark": "odesuite (issue 13)",
+        "benchmark": "odesuite (issues 13, 18)",
         "preset": s.preset,
         "command": command,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -191,16 +186,16 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m benchmarks.odesuite``: a bad option is one line on stderr and exit status 2."""
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.odesuite",
-        description="distill() on seven nonlinear ODEs under a CPU-time budget: the final table "
+        description="distill(system, tol) on ten ODEs under a CPU-time budget: the final table "
         "at the defaults and an ablation of the options; writes report.md and results.json.",
     )
     p.add_argument("--quick", action="store_true", help="the tiny preset (seconds; for tests)")
     p.add_argument("--budget", type=float, help="CPU seconds per system, final table (60)")
+    p.add_argument("--tol", type=float, help="the tolerance asked of every system (1e-2)")
+    p.add_argument("--student", help="distill()'s student: 'auto' (default), 'pid' or 'flowmap'")
     p.add_argument("--ablation-budget", type=float, help="CPU seconds per ablation run (20)")
     p.add_argument("--systems", help=f"comma list (default all: {','.join(SUITE)})")
-    p.add_argument(
-        "--parts", help="comma list of final, ablation, earlystop (default final,ablation)"
-    )
+    p.add_argument("--parts", help="comma list of final, ablation (default final,ablation)")
     p.add_argument("--seeds", help="comma list of seeds of the final table (default 0)")
     p.add_argument("--variants", help=f"comma list (default all: {','.join(VARIANTS)})")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
@@ -209,6 +204,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if a.budget is not None:
             s.budget = a.budget
+        if a.tol is not None:
+            s.tol = a.tol
+        if a.student:
+            if a.student not in ("auto", "pid", "flowmap"):
+                raise UserError(f"--student takes auto, pid or flowmap, got {a.student!r}")
+            s.student = a.student
         if a.ablation_budget is not None:
             s.ablation_budget = a.ablation_budget
         if a.systems:

@@ -1,14 +1,17 @@
-"""The odesuite: seven nonlinear initial-value problems with their interval, initial states, N and grid.
+"""The odesuite: ten initial-value problems with their interval, initial states, N and grid.
 
 Each is a small ``odedistill.ODESystem`` subclass, as a user would write one. Two are families
 with a continuous parameter as the condition (Van der Pol's mu, SIR's (beta, gamma)), two have a
-3-D state (SIR, Lorenz), one has a time-dependent field (the forced Duffing oscillator). N is
-the smallest round number at which Euler with N - 1 steps is a few per cent off and blows up
-on no test state.
+3-D state (SIR, Lorenz), two a time-dependent field (the forced Duffing and the forced linear
+oscillator), one is stiff (Van der Pol with mu = 10: a relaxation layer of width 1/mu) and one
+conservative with a 4-D state (a Kepler orbit over one period). N is the smallest round number
+at which Euler with N - 1 steps is a few per cent off and blows up on no test state: the grid of
+the secondary Euler(N - 1) ratio (general ODEs train at continuous times).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -139,6 +142,58 @@ class LotkaVolterra(ODESystem):
         return 1 + 2 * torch.rand((n, 2), generator=generator, dtype=dtype)
 
 
+class ForcedOscillator(ODESystem):
+    """The damped, forced linear oscillator x'' + 0.3 x' + x = 0.5 cos(1.2 t) as x' = y,
+    y' = -0.3 y - x + 0.5 cos(1.2 t); z ~ U[-spread, spread]^2."""
+
+    def __init__(self, T=6.0, spread=2.0, delta=0.3, gamma=0.5, omega=1.2):
+        self.t_start, self.t_end, self.state_shape = 0.0, T, (2,)
+        self.spread, self.delta, self.gamma, self.omega = spread, delta, gamma, omega
+
+    def f(self, x, t, cond=None):
+        a, b = x[:, 0], x[:, 1]
+        force = self.gamma * torch.cos(self.omega * t.to(x.dtype))
+        return torch.stack([b, -self.delta * b - a + force], dim=1)
+
+    def sample_initial(self, n, generator=None, dtype=torch.float32):
+        return (2 * torch.rand((n, 2), generator=generator, dtype=dtype) - 1) * self.spread
+
+
+class StiffVanDerPol(ODESystem):
+    """Van der Pol with mu = 10 (stiff): x' = y, y' = mu (1 - x^2) y - x; z ~ U[-2, 2]^2."""
+
+    def __init__(self, T=1.0, mu=10.0, spread=2.0):
+        self.t_start, self.t_end, self.state_shape = 0.0, T, (2,)
+        self.mu, self.spread = mu, spread
+
+    def f(self, x, t, cond=None):
+        a, b = x[:, 0], x[:, 1]
+        return torch.stack([b, self.mu * (1 - a * a) * b - a], dim=1)
+
+    def sample_initial(self, n, generator=None, dtype=torch.float32):
+        return (2 * torch.rand((n, 2), generator=generator, dtype=dtype) - 1) * self.spread
+
+
+class KeplerOrbit(ODESystem):
+    """The Kepler problem q'' = -q / |q|^3 over one circular period 2 pi, state (q, p) in R^4;
+    q0 = (r, 0) with r ~ U[0.9, 1.1], p0 = (0, v) with v ~ U[0.9, 1.1] / sqrt(r): bound,
+    mildly eccentric orbits whose energy and angular momentum are conserved."""
+
+    def __init__(self, T=2 * math.pi):
+        self.t_start, self.t_end, self.state_shape = 0.0, T, (4,)
+
+    def f(self, x, t, cond=None):
+        q, p = x[:, :2], x[:, 2:]
+        r3 = (q * q).sum(dim=1, keepdim=True) ** 1.5
+        return torch.cat([p, -q / r3], dim=1)
+
+    def sample_initial(self, n, generator=None, dtype=torch.float32):
+        r = _uniform(n, 0.9, 1.1, generator, dtype)
+        v = _uniform(n, 0.9, 1.1, generator, dtype) / r.sqrt()
+        zero = torch.zeros_like(r)
+        return torch.stack([r, zero, zero, v], dim=1)
+
+
 @dataclass(frozen=True)
 class SuiteSystem:
     """One entry of the suite: how to build it, its N and grid, and the report's description."""
@@ -180,5 +235,17 @@ SUITE: dict[str, SuiteSystem] = {
     "lotka": SuiteSystem(
         LotkaVolterra, 16, "uniform", "x' = x - 0.5 x y, y' = 0.5 x y - y", "[0, 2]",
         "U[1, 3]^2", "-",
+    ),
+    "oscillator": SuiteSystem(
+        ForcedOscillator, 512, "uniform", "x' = y, y' = -0.3 y - x + 0.5 cos(1.2 t)", "[0, 6]",
+        "U[-2, 2]^2", "-",
+    ),
+    "vdp_stiff": SuiteSystem(
+        StiffVanDerPol, 256, "uniform", "x' = y, y' = 10 (1 - x^2) y - x (stiff)", "[0, 1]",
+        "U[-2, 2]^2", "-",
+    ),
+    "kepler": SuiteSystem(
+        KeplerOrbit, 8192, "uniform", "q' = p, p' = -q / |q|^3 (dim 4, conservative)",
+        "[0, 2 pi]", "q0 = (r, 0), r ~ U[0.9, 1.1]; p0 = (0, U[0.9, 1.1] / sqrt(r))", "-",
     ),
 }  # fmt: skip

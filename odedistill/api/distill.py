@@ -1,28 +1,41 @@
-"""Library entry point: distil any ODESystem into a one-step student with a few keyword arguments."""
+"""Library entry point: distil any ODESystem into a student that meets a tolerance, or says it did not.
+
+    distill(system, tol=1e-2, max_seconds=60) -> student,  student.validation = {error, ..., met}
+
+Training stops at the first validation check whose norm-relative error on held-out states,
+mean|x − x*| / mean|x*| against the reference solver, is at most ``tol``; if the budget ends
+first an ``AccuracyWarning`` names the error reached and what to try.
+"""
 
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from odedistill.api.checks import check_distill_args
+from odedistill.errors import AccuracyWarning, UserError
 from odedistill.infra.build import build_session
 from odedistill.infra.recipes import from_dict
-from odedistill.models.boundary import BoundaryTrajectory
+from odedistill.models.base import TrajectoryModel
 from odedistill.systems.base import ODESystem
 from odedistill.systems.probability_flow import ProbabilityFlowODE
 from odedistill.training.trainer import Trainer
+from odedistill.training.validation import shortfall
 
-#: N at or below which scheme = 'auto' takes the second-order central scheme (the odesuite:
-#: on coarse grids the discretisation error dominates; above, central costs 1.3x per step for
-#: no gain)
+#: N at or below which scheme = 'auto' takes the second-order central scheme for a network
+#: teacher (on coarse grids the discretisation error dominates; above, central costs 1.3x per
+#: step for no gain)
 CENTRAL_UP_TO_N = 32
+#: the flow map's jump counts that student = 'auto' tries after one step (each divides N − 1)
+AUTO_STEPS = (4,)
 
 
 def auto_scheme(N: int) -> str:
-    """'central' for N <= 32, else 'upwind' (benchmarks/results/odesuite)."""
+    """'central' for N <= 32, else 'upwind' (benchmarks/results/odesuite, network teachers)."""
     return "central" if N <= CENTRAL_UP_TO_N else "upwind"
 
 
@@ -30,12 +43,19 @@ def distill(
     system: ODESystem,
     net: nn.Module | None = None,
     *,
+    tol: float = 1e-2,
+    max_seconds: float = 60.0,
+    clock: str = "process",
+    student: str = "pid",
+    steps: int = 4,
     scheme: str = "auto",
-    N: int = 100,
+    times: str = "auto",
+    target_grad: str = "auto",
+    N: int | None = None,
     grid: str = "auto",
     rho: float = 7.0,
     distance: str = "l2",
-    iterations: int = 2000,
+    iterations: int = 100_000,
     batch: int = 256,
     lr: float = 1e-3,
     optimizer: str = "radam",
@@ -49,61 +69,75 @@ def distill(
     width: int = 128,
     depth: int = 3,
     validate_every: int | None = None,
+    validate_n: int = 500,
     stop_at_ratio: float = 0.0,
-    max_seconds: float = 0.0,
-    clock: str = "wall",
     seed: int = 0,
     device: str = "cpu",
     run_dir: str | Path | None = None,
     progress: bool = True,
-) -> BoundaryTrajectory:
-    """Train a boundary-exact student x(z, t) of ``system`` with the PID loss and return it.
+) -> TrajectoryModel:
+    """Train a student of ``system`` until its held-out error is at most ``tol``, and return it.
 
     The defaults are those that won on the odesuite benchmark (benchmarks/results/odesuite).
+    For a general ODE (``system.network_teacher`` False) the loss is the full-gradient residual
+    |dx/dt − f(x, t)|² with dx/dt by forward-mode AD at continuous times; for a network teacher
+    (probability-flow, flow-matching ODE) it is PID's, sg[f] on the grid.
 
     Args:
         system: the ODE (any ``ODESystem``; continuous conditions from ``sample_condition``
             reach the student).
-        net: the network F(x, c_noise, class_labels=None); by default an MLP of ``width`` x
-            ``depth`` (vectors, built with the system's ``label_dim``) or a small UNet
-            (C x H x W states).
-        scheme: 'auto' (central for N <= 32, else upwind), 'upwind' (PID), 'central' or
-            'autodiff'.
-        N, grid, rho: the collocation grid: 'auto' (Karras for the probability-flow ODE, else
-            uniform), 'uniform' or 'karras' (needs non-negative times).
-        distance: 'l2', 'pseudo_huber' or 'lpips'.
-        iterations, batch, lr, optimizer: the optimisation ('radam' or 'adam').
-        schedule, warmup: learning rate: ``warmup`` linear steps, then 'cosine' to 0,
-            'linear' or 'constant'.
-        ema_rate: the returned model holds these EMA weights.
+        net: the network; by default an MLP of ``width`` x ``depth`` (vectors) or a small UNet.
+        tol: the accuracy asked for: norm-relative error mean|x − x*| / mean|x*| of the
+            endpoints on ``validate_n`` held-out initial states (0 = train the whole budget).
+        max_seconds, clock: the budget, in 'process' (CPU) or 'wall' seconds of training
+            steps (0 = none; ``iterations`` caps it too); the learning rate decays over it.
+        student: 'pid' (one evaluation, x(z, t_end)), 'flowmap' (the two-time map X(x_s, s, t),
+            sampled in ``steps`` equal jumps) or 'auto' (one step first; if that misses ``tol``
+            in half the budget, a flow map of ``steps`` jumps gets the other half).
+        scheme, times, target_grad: the residual ('auto': 'autodiff', 'continuous', 'through'
+            for a general ODE; PID's 'upwind'/'central', 'grid', 'stop' for a network teacher).
+        N, grid, rho: the collocation grid (N: 65 for a general ODE, whose continuous times
+            only bin the causal weights and place a flow map's jumps; 100 for a network
+            teacher; grid 'auto': Karras for the probability-flow ODE, else uniform).
+        distance, iterations, batch, lr, optimizer, schedule, warmup, ema_rate: the
+            optimisation; the returned model holds the EMA weights.
         causal_eps: causal weighting of the residual along time (0 = off).
-        normalise, time_input: the default MLP standardises its state and condition inputs
-            from the system's samplers; 'unit' feeds it tau = (t - t_start)/(t_end - t_start)
-            ('raw': the time itself). ``normalise_output`` scales the MLP's output by the
-            states' mean and std.
-        validate_every: iterations between checks of the student against the reference
-            solution (val_ratio = its error / Euler's with N - 1 steps, in metrics.jsonl and
-            the progress bar); default 250 for vector states, 0 (off) for images.
-        stop_at_ratio: stop once two consecutive checks read val_ratio <= this (0 = never).
-        max_seconds, clock: stop after this many 'wall' or 'process' (CPU) seconds of training
-            steps (0 = no limit); the schedule then decays over the time budget.
-        seed: seeds the network and the noise stream.
-        run_dir: where metrics.jsonl and checkpoints go (a temporary folder by default).
+        normalise, normalise_output, time_input, width, depth: the default MLP.
+        validate_every: iterations between accuracy checks (default 100; 0 for images).
+        stop_at_ratio: also stop once two checks read error / Euler(N − 1)'s <= this.
+        seed, device, run_dir, progress: as named (run_dir: where metrics.jsonl goes).
 
     Returns:
-        The EMA student, in eval mode; ``student.sample(z, cond)`` is the one-step solution.
+        The EMA student, in eval mode, with ``student.validation`` = dict(error, median, p95,
+        steps, seconds, evaluations, tol, met). ``student.sample(z, cond)`` is the solution
+        (a flow map: ``student.sample(z, cond, steps=K)``). Warns with ``AccuracyWarning``
+        when ``tol`` was not met.
     """
     check_distill_args(locals())
+    if student not in ("pid", "flowmap", "auto"):
+        raise UserError(f"distill(student={student!r}): use 'pid', 'flowmap' or 'auto'")
+    if student == "auto":
+        return _auto(system, net, tol=tol, max_seconds=max_seconds, steps=steps, **_rest(locals()))
+    network = system.network_teacher
+    if target_grad == "auto":
+        target_grad = "stop" if network else "through"
     if scheme == "auto":
-        scheme = auto_scheme(N)
+        scheme = auto_scheme(N or 100) if network else "autodiff"
+    if times == "auto":
+        times = "continuous" if scheme == "autodiff" and target_grad == "through" else "grid"
     if grid == "auto":
         grid = "karras" if isinstance(system, ProbabilityFlowODE) else "uniform"
+    if N is None:
+        N = 100 if network else 65
     if validate_every is None:
-        validate_every = 0 if system.is_image else 250
+        validate_every = 0 if system.is_image else 100
+    flowmap = student == "flowmap"
+    K = steps if flowmap else 1
     cfg = from_dict(
         {
             "run": {"seed": seed, "device": device},
             "student": {
+                "kind": "flowmap" if flowmap else "pid",
                 "net": "unet" if system.is_image else "mlp",
                 "width": width,
                 "depth": depth,
@@ -111,8 +145,13 @@ def distill(
                 "normalise_output": normalise_output,
                 "time": time_input,
             },
-            "scheme": {"kind": scheme, "N": N, "grid": grid, "rho": rho},
-            "loss": {"distance": distance, "causal_eps": causal_eps},
+            **({"flowmap": {"steps": [K], "skip": "none"}} if flowmap else {}),
+            "scheme": {"kind": scheme, "N": N, "grid": grid, "rho": rho, "times": times},
+            "loss": {
+                "distance": distance,
+                "causal_eps": 0.0 if flowmap else causal_eps,
+                "target_grad": target_grad,
+            },
             "optim": {
                 "name": optimizer,
                 "lr": lr,
@@ -124,9 +163,12 @@ def distill(
                 "iterations": iterations,
                 "batch": batch,
                 "ema_rates": [ema_rate],
-                "log_every": max(1, iterations // 50),
+                "log_every": min(100, max(1, iterations // 50)),
                 "checkpoint_every": iterations,
                 "validate_every": validate_every,
+                "validate_n": validate_n,
+                "validate_steps": K,
+                "tol": tol if validate_every else 0.0,
                 "stop_at_ratio": stop_at_ratio,
                 "max_seconds": max_seconds,
                 "clock": clock,
@@ -139,4 +181,38 @@ def distill(
     with tempfile.TemporaryDirectory(prefix="odedistill-") as tmp:
         trainer = Trainer(session, Path(run_dir) if run_dir is not None else Path(tmp))
         trainer.run(show_progress=progress)
-    return next(iter(session.ema.models.values())).eval()
+        summary = trainer.validation.summary(trainer) if trainer.validation else None
+    model = next(iter(session.ema.models.values())).eval()
+    model.validation = summary
+    if summary is not None and tol > 0 and not summary["met"]:
+        warnings.warn(shortfall(summary, flowmap=flowmap), AccuracyWarning, stacklevel=2)
+    return model
+
+
+def _rest(args: dict[str, Any]) -> dict[str, Any]:
+    """distill()'s keyword arguments other than those ``_auto`` sets itself."""
+    own = ("system", "net", "tol", "max_seconds", "steps", "student")
+    return {k: v for k, v in args.items() if k not in own}
+
+
+def _auto(
+    system: ODESystem,
+    net: nn.Module | None,
+    *,
+    tol: float,
+    max_seconds: float,
+    steps: int,
+    **kw: Any,
+) -> TrajectoryModel:
+    """One step with half the budget; a flow map of ``steps`` jumps with the rest if it missed."""
+    half = max_seconds / 2 if max_seconds else 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AccuracyWarning)
+        first = distill(system, net, tol=tol, max_seconds=half, student="pid", **kw)
+    if first.validation is None or first.validation["met"] or net is not None:
+        if first.validation is not None and not first.validation["met"]:
+            warnings.warn(shortfall(first.validation), AccuracyWarning, stacklevel=3)
+        return first
+    spent = first.validation["seconds"]
+    rest = max(max_seconds - spent, 1.0) if max_seconds else 0.0
+    return distill(system, tol=tol, max_seconds=rest, student="flowmap", steps=steps, **kw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from rich.console import Console
 
 from odedistill.api.fd_curve import FID_PLOT, fid_table
 from odedistill.api.fid_runs import evaluate_checkpoint
-from odedistill.errors import UserError
+from odedistill.errors import AccuracyWarning, UserError
 from odedistill.evaluation.features import FIDScorer, default_seeds
 from odedistill.evaluation.pictures import write_samples_png
 from odedistill.evaluation.report import evaluate, write_eval
@@ -24,6 +25,7 @@ from odedistill.infra.recipes import to_toml
 from odedistill.infra.rundir import RunLock, check_writable_file, prepare_run, write_run_config
 from odedistill.sampling.samplers import StudentSampler
 from odedistill.training.trainer import Hook, Trainer
+from odedistill.training.validation import shortfall
 
 
 class FIDDuringTraining(Hook):
@@ -62,12 +64,20 @@ class FIDDuringTraining(Hook):
         trainer.log.write({"step": trainer.step, "fid": {r["weights"]: r["fid"] for r in records}})
 
 
-def finish_run(session: Session, run_dir: Path, console: Console) -> dict[str, Any]:
-    """Evaluate the trained students, write eval.json and samples.png, return the report."""
+def finish_run(
+    session: Session,
+    run_dir: Path,
+    console: Console,
+    validation: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate the trained students, write eval.json and samples.png, return the report
+    (with the run's last ``validation`` summary, where it validated)."""
     cfg = session.cfg
     students = weights_of(session)
     chosen = reported_weights(session)
     report, outputs = evaluate(cfg, session.system, students, chosen, run_dir, console)
+    if validation is not None:
+        report["validation"] = validation
     if cfg.eval.fid_end:
         report["fid"] = fid_table(session, students[chosen], run_dir, console)
     write_eval(run_dir, report)
@@ -183,9 +193,20 @@ def _train_and_evaluate(
     trainer.run(show_progress=show_progress and env.is_main, console=console)
     if trainer.stop_reason:
         console.print(f"stopped at step {trainer.step}: {trainer.stop_reason}")
+    summary = trainer.validation.summary(trainer) if trainer.validation else None
+    if summary is not None and env.is_main:
+        console.print(
+            f"validation: norm-relative error {summary['error']:.4g} (median "
+            f"{summary['median']:.4g}, p95 {summary['p95']:.4g}), {summary['evaluations']} "
+            f"evaluation(s)"
+            + (f", tol {summary['tol']:g} met: {summary['met']}" if summary["tol"] else "")
+        )
+        if summary["tol"] > 0 and not summary["met"]:
+            flowmap = cfg.student.kind == "flowmap"
+            warnings.warn(shortfall(summary, flowmap=flowmap), AccuracyWarning, stacklevel=2)
     if not cfg.eval.enabled or not env.is_main:
         return None
-    report = finish_run(session, run_dir, console)
+    report = finish_run(session, run_dir, console, summary)
     s = report["samplers"]["student"]
     floor = report["data_floor_sliced_w1"]
     against = f"data floor {floor:.4g}" if floor is not None else f"against {report['reference']}"

@@ -207,6 +207,12 @@ class SchemeConfig:
     grid: str = _f("karras", "collocation grid", choices=GRIDS)
     rho: float = _f(7.0, "Karras grid exponent", lo=0, lo_open=True, hi=100)
     fused: bool = _f(True, "run a sample's student evaluations as one batched pass")
+    times: str = _f(
+        "grid",
+        "collocation times: 'grid' (t_i, i ~ U{0 ... N-1}: PID) or 'continuous' (uniform along "
+        "the grid's piecewise-linear interpolation; scheme.kind = 'autodiff' only)",
+        choices=("grid", "continuous"),
+    )
 
 
 @dataclass
@@ -220,6 +226,13 @@ class LossConfig:
         "of the system; 0 = off (PID student only)",
         lo=0,
         hi=1e6,
+    )
+    target_grad: str = _f(
+        "stop",
+        "the gradient of the residual's target f(x(t), t): 'stop' (PID's sg[f], for a large "
+        "teacher) or 'through' (the full gradient of |dx/dt - f(x, t)|^2, for a cheap ODE; "
+        "continuous times need it to train well)",
+        choices=("stop", "through"),
     )
 
 
@@ -297,12 +310,26 @@ class TrainConfig:
     )
     validate_every: int = _f(
         0,
-        "iterations between validation checks (0 = off): the one-step student's relative error "
-        "on train.validate_n held-out states against the reference solution, and its ratio to "
-        "Euler with N - 1 steps (val_ratio), in metrics.jsonl and the progress bar",
+        "iterations between validation checks (0 = off): the student's norm-relative error "
+        "(val_error, with its median and p95) on train.validate_n held-out states against the "
+        "reference solution, and its ratio to Euler with N - 1 steps (val_ratio), in "
+        "metrics.jsonl and the progress bar",
         lo=0,
     )
     validate_n: int = _f(256, "held-out initial states of the validation", lo=1, hi=10**6)
+    validate_steps: int = _f(
+        1,
+        "evaluations of the student in a validation check: 1, or K equal jumps of a flow map",
+        lo=1,
+        hi=10_000,
+    )
+    tol: float = _f(
+        0.0,
+        "the accuracy contract: stop at the first validation check whose norm-relative error "
+        "mean|x - x*| / mean|x*| on the held-out states is <= tol (0 = off; needs "
+        "train.validate_every)",
+        lo=0,
+    )
     stop_at_ratio: float = _f(
         0.0,
         "stop once two consecutive validation checks read val_ratio <= this (0 = never; needs "

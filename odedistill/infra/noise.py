@@ -34,6 +34,12 @@ def pid_indices(N: int, n: int, gen: torch.Generator) -> tuple[torch.Tensor]:
     return (torch.randint(0, N, (n,), generator=gen),)
 
 
+def continuous_indices(N: int, n: int, gen: torch.Generator) -> tuple[torch.Tensor]:
+    """Continuous collocation positions u ~ U[0, N − 1] (float64), one per sample: the times
+    ``odedistill.grids.times_at(grid, u)``."""
+    return (torch.rand(n, generator=gen, dtype=torch.float64) * (N - 1),)
+
+
 def draw_batch(
     system: ODESystem,
     N: int,

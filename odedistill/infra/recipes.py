@@ -22,6 +22,7 @@ from odedistill.errors import UserError
 from odedistill.infra.config import SECTIONS, Config
 from odedistill.infra.fields import MAX_FLOAT, MAX_INT
 from odedistill.registry import Registry
+from odedistill.schemes import SCHEMES
 
 #: the most mixture components a preset may build (the grid preset has modes² of them)
 MAX_MODES = 4096
@@ -232,9 +233,22 @@ def _check_consistency(cfg: Config, source: str) -> None:
             f"{source}: 'system.t_max' = {s.t_max:g} exceeds 1, where the flow-matching "
             "interpolation (1 - t) x0 + t eps is pure noise; set system.t_max = 1.0"
         )
+    if cfg.train.tol > 0 and not cfg.train.validate_every:
+        raise UserError(
+            f"{source}: 'train.tol' needs validation checks: set 'train.validate_every'"
+        )
+    if cfg.train.validate_steps > 1 and cfg.student.kind != "flowmap":
+        raise UserError(
+            f"{source}: 'train.validate_steps' > 1 needs a flow map (student.kind = 'flowmap')"
+        )
     if cfg.train.stop_at_ratio > 0 and not cfg.train.validate_every:
         raise UserError(
             f"{source}: 'train.stop_at_ratio' needs validation checks: set 'train.validate_every'"
+        )
+    if cfg.scheme.times == "continuous" and not SCHEMES.get(cfg.scheme.kind).continuous_times:
+        raise UserError(
+            f"{source}: 'scheme.times' = 'continuous' needs a scheme without a grid stencil: "
+            f"set scheme.kind = 'autodiff' (not '{cfg.scheme.kind}')"
         )
     if cfg.loss.causal_eps > 0 and cfg.student.kind != "pid":
         raise UserError(

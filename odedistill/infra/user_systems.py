@@ -140,8 +140,12 @@ class SystemRegistry(Registry[SystemKind]):
         """``name`` is a registered system (one that building never imports anything for)."""
         return isinstance(name, str) and super().__contains__(name)
 
+    def is_user_kind(self, name: object) -> bool:
+        """Whether ``name`` is a user's 'package.module:ClassName' (built by importing it)."""
+        return isinstance(name, str) and bool(USER_KIND.match(name)) and name not in self.names()
+
     def get(self, name: str) -> SystemKind:
-        if isinstance(name, str) and USER_KIND.match(name) and not super().__contains__(name):
+        if self.is_user_kind(name):
             return SystemKind(_user_system)
         return super().get(name)
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from odedistill.errors import UserError
+from odedistill.models.trust import (
+    Checked,
+    Fallback,
+    checked_sample,
+    residual_indicator,
+    resolve_system,
+)
+from odedistill.systems.base import ODESystem
 
 
 class Path:
@@ -94,9 +102,41 @@ class TrajectoryModel(nn.Module):
     ) -> torch.Tensor:
         """The state at times ``t`` (B,) of the trajectories that start at ``z``."""
 
+    system: ODESystem | None = None
+
+    def attach(self, system: ODESystem | None) -> TrajectoryModel:
+        """Hold ``system`` (the ODE this student solves) for ``residual`` and checked samples.
+
+        Kept outside the module's parameters and state dict; a student read from a file holds
+        none (nothing named in a file is imported), so give it yours here. Returns the student.
+        """
+        self.__dict__["system"] = system
+        return self
+
     def path(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> Path:
         """The trajectories from ``z`` as a ``Path`` t ↦ x(z, t, cond)."""
         return Path(lambda t, z, cond: self(z, t, cond), (z, cond))
+
+    # ------------------------------------------------------------- sampling
+    def sample_steps(self, steps: int = 1, times: list[float] | None = None) -> list[float]:
+        """The times t_start … t_end of a ``steps``-jump sample (a trajectory: one jump only)."""
+        if steps != 1 or (times is not None and len(times) != 2):
+            raise UserError(
+                f"{type(self).__name__} is a one-time student x(z, t): it samples in one step "
+                "only; train a flow map (student.kind = 'flowmap') to sample in several"
+            )
+        return [self.t_start, self.t_end]
+
+    def jumps(self, z: torch.Tensor, cond: torch.Tensor | None, times: list[float]) -> torch.Tensor:
+        """The sample over ``times`` from ``sample_steps``: here ``x(z, t_end)``."""
+        t = torch.full((z.shape[0],), self.t_end, device=z.device, dtype=z.dtype)
+        return self(z, t, cond)
+
+    def pieces(
+        self, z: torch.Tensor, cond: torch.Tensor | None, times: list[float]
+    ) -> Iterator[tuple[Path, float, float]]:
+        """The sample's path piece by piece, (path, s, t): here one, t_start to t_end."""
+        yield self.path(z, cond), self.t_start, self.t_end
 
     def sample(
         self,
@@ -104,17 +144,52 @@ class TrajectoryModel(nn.Module):
         cond: torch.Tensor | None = None,
         steps: int = 1,
         times: list[float] | None = None,
-    ) -> torch.Tensor:
-        """One-step solution: ``x(z, t_end)``. A trajectory from the initial state has no other
-        sampler; a flow map (``FlowMap``) also samples in several ``steps``."""
+        *,
+        check: bool = False,
+        fallback: str | Fallback | None = None,
+        threshold: float | None = None,
+        fraction: float | None = None,
+        system: ODESystem | None = None,
+        points: int = 32,
+    ) -> torch.Tensor | Checked:
+        """One-step solution ``x(z, t_end)`` (a flow map: ``steps`` jumps over ``times``).
+
+        With ``check`` (or a ``fallback``) returns ``Checked(x, error, resolved)``: ``error`` is
+        the per-sample a-posteriori indicator of |x − x*| (``residual``, on ``points`` nodes per
+        jump); ``fallback='solver'`` (or a function (z, cond) -> x) re-solves the samples whose
+        indicator exceeds ``threshold``, or the worst ``fraction`` of them, with the reference
+        solver (``odedistill.solve_reference``). ``system`` defaults to ``attach``'s.
+        """
         z, cond = self.sample_inputs(z, cond)
-        if steps != 1 or (times is not None and len(times) != 2):
-            raise UserError(
-                f"{type(self).__name__} is a one-time student x(z, t): it samples in one step "
-                "only; train a flow map (student.kind = 'flowmap') to sample in several"
-            )
-        t = torch.full((z.shape[0],), self.t_end, device=z.device, dtype=z.dtype)
-        return self(z, t, cond)
+        times = self.sample_steps(steps, times)
+        x = self.jumps(z, cond, times)
+        if not check and fallback is None:
+            return x
+        system = resolve_system(self, system)
+        return checked_sample(
+            self, x, z, cond, times, system, fallback, threshold, fraction, points
+        )
+
+    def residual(
+        self,
+        z: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        steps: int = 1,
+        times: list[float] | None = None,
+        *,
+        system: ODESystem | None = None,
+        points: int = 32,
+        kind: str = "auto",
+    ) -> torch.Tensor:
+        """Per-sample a-posteriori error indicator (B,) from r(t) = ∂_t x − f(x, t) along the path.
+
+        'linear' (states of up to 32 numbers): |e(t_end)| of e' = J e + r, e(t_start) = 0, the
+        first-order error of the sample itself; 'integral': ∫|r| dt (``odedistill.models.trust``).
+        Costs about 3 (``points`` + 1) evaluations of the student per jump.
+        """
+        times = self.sample_steps(steps, times)
+        system = resolve_system(self, system)
+        return residual_indicator(self, z, cond, times, system, points, kind)
 
 
 #: samples larger than this many times (1 + the largest |z|) have exploded

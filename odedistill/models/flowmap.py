@@ -14,6 +14,7 @@ Sampling with K steps composes the map over T = s_0 > s_1 > … > s_K = t_end.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -103,33 +104,40 @@ class FlowMap(TrajectoryModel):
         """The curves t ↦ X(x_s, s, t) of a batch of source states: the Lagrangian residual's path."""
         return Path(lambda t, x, s, cond: self.transport(x, s, t, cond), (x_s, s, cond))
 
-    def sample(
-        self,
-        z: torch.Tensor,
-        cond: torch.Tensor | None = None,
-        steps: int = 1,
-        times: list[float] | None = None,
-    ) -> torch.Tensor:
-        """K-step sample: x_{k+1} = X(x_k, s_k, s_{k+1}) over ``times`` (t_start … t_end).
+    def sample_steps(self, steps: int = 1, times: list[float] | None = None) -> list[float]:
+        """The times s_0 = t_start … s_K = t_end of a K-jump sample.
 
-        Without ``times`` only one step is possible here; ``sample_times(grid, K)`` gives the
-        default times of K steps on the collocation grid the map was trained on.
+        Without ``times`` the K jumps are of equal length; ``sample_times(grid, K)`` gives the
+        times of K steps on the collocation grid the map was trained on (the same on a
+        uniform grid when K divides N − 1).
         """
-        z, cond = self.sample_inputs(z, cond)
         if times is None:
-            if steps != 1:
-                raise UserError(
-                    "a flow map's multi-step sample needs its times (odedistill samplers give "
-                    "them from the collocation grid)"
-                )
-            times = [self.t_start, self.t_end]
+            if steps < 1:
+                raise UserError(f"a flow map samples in steps >= 1, got {steps}")
+            span = self.t_end - self.t_start
+            times = [self.t_start + span * m / steps for m in range(steps)] + [self.t_end]
         check_times(times, self.t_start, self.t_end)
+        return list(times)
+
+    def jumps(self, z: torch.Tensor, cond: torch.Tensor | None, times: list[float]) -> torch.Tensor:
+        """K-step sample: x_{k+1} = X(x_k, s_k, s_{k+1}) over ``times``."""
         x = z
         for s_k, s_next in zip(times[:-1], times[1:], strict=True):
-            s = torch.full((x.shape[0],), s_k, device=x.device, dtype=x.dtype)
-            t = torch.full((x.shape[0],), s_next, device=x.device, dtype=x.dtype)
-            x = self.transport(x, s, t, cond)
+            x = self.transport(x, self._full(s_k, x), self._full(s_next, x), cond)
         return x
+
+    def pieces(
+        self, z: torch.Tensor, cond: torch.Tensor | None, times: list[float]
+    ) -> Iterator[tuple[Path, float, float]]:
+        """The K jumps' paths t ↦ X(x_k, s_k, t) on [s_k, s_{k+1}], each from the last's end."""
+        x = z
+        for s_k, s_next in zip(times[:-1], times[1:], strict=True):
+            yield self.path_from(x, self._full(s_k, x), cond), s_k, s_next
+            x = self.transport(x, self._full(s_k, x), self._full(s_next, x), cond)
+
+    @staticmethod
+    def _full(t: float, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
 
 
 def check_times(times: list[float], t_start: float, t_end: float) -> None:

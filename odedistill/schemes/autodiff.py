@@ -9,6 +9,7 @@ import warnings
 import torch
 from torch.func import jvp
 
+from odedistill.grids import times_at
 from odedistill.models.attention import check_forward_ad_error, forward_ad_safe_attention
 from odedistill.models.base import Path
 from odedistill.schemes.base import ResidualScheme
@@ -34,6 +35,9 @@ def _load_jvp_decompositions() -> None:
 class Autodiff(ResidualScheme):
     """One JVP with tangent 1 on t gives x(t_i) and its exact derivative together.
 
+    The times may be continuous: fractional positions ``idx`` interpolate the grid
+    (``odedistill.grids.times_at``), so no grid error remains in the residual.
+
     Parameter gradients flow through the JVP (reverse over forward mode). Attention runs on
     the math backend inside the JVP, since fused kernels have no forward-mode rule.
     Tee et al. (2024) report that this variant drifts to unphysical, high-contrast images.
@@ -42,11 +46,12 @@ class Autodiff(ResidualScheme):
     order = float("inf")
     evaluations = 1
     needs_forward_ad = True
+    continuous_times = True
 
     def __call__(
         self, path: Path, grid: torch.Tensor, idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        t_i = grid[idx].to(path.dtype)
+        t_i = times_at(grid, idx).to(path.dtype)
         _load_jvp_decompositions()
         try:
             with forward_ad_safe_attention():

@@ -23,6 +23,8 @@ class ResidualScheme(ABC):
     order: ClassVar[float]
     evaluations: ClassVar[int]
     needs_forward_ad: ClassVar[bool] = False
+    #: whether it differentiates at any time (fractional indices), not only on the grid
+    continuous_times: ClassVar[bool] = False
 
     def __init__(self, fused: bool = True) -> None:
         self.fused = fused

@@ -26,6 +26,9 @@ class ODESystem(ABC):
     label_dim: int = 0
     #: integrate the scipy reference in s = ln t (for dynamics that scale like 1/t)
     reference_log_time: bool = False
+    #: f is a large network teacher: PID's stop-gradient sg[f(x)] and grid residual by default
+    #: (a cheap user ODE trains with the full gradient at continuous times; DESIGN.md section 6)
+    network_teacher: bool = False
 
     # ----------------------------------------------------------------- the ODE
     @abstractmethod

@@ -83,6 +83,8 @@ class FlowMatchingODE(ODESystem):
     conditions (what sampling a trained student needs) but has no vector field.
     """
 
+    network_teacher = True
+
     def __init__(
         self,
         velocity: Velocity | None,

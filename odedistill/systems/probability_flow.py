@@ -24,6 +24,8 @@ class ProbabilityFlowODE(ODESystem):
     conditions (what sampling a trained student needs) but has no vector field.
     """
 
+    network_teacher = True
+
     reference_log_time = True
 
     def __init__(

@@ -35,12 +35,15 @@ def sampler_jumps(N: int, steps: Sequence[int]) -> dict[int, int]:
     return dict(sorted(horizon.items()))
 
 
-def flowmap_indices(p_T: float, steps: Sequence[int], sources: str) -> Indices:
+def flowmap_indices(
+    p_T: float, steps: Sequence[int], sources: str, continuous: bool = False
+) -> Indices:
     """How one noise stream draws (k, i) for n samples of a flow map's batch.
 
     The first round(p_T n) rows have k = 0 and i ~ U{0 … N−1} (PID). The others draw
     k ~ U(inner sub-grid points) and i ~ U{k … next point} ('sampler'), or
-    k ~ U{1 … N−2} and i ~ U{k … N−1} ('uniform').
+    k ~ U{1 … N−2} and i ~ U{k … N−1} ('uniform'). With ``continuous`` the targets are
+    positions on the same ranges, i ~ U[k, last] (float64; ``odedistill.grids.times_at``).
     """
 
     def draw(N: int, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,8 +59,12 @@ def flowmap_indices(p_T: float, steps: Sequence[int], sources: str) -> Indices:
             k = torch.randint(1, N - 1, (n - n_T,), generator=gen)
             span = N - k
         u = torch.rand(n - n_T, generator=gen, dtype=torch.float64)
+        k_all = torch.cat([torch.zeros(n_T, dtype=torch.long), k])
+        if continuous:
+            u_T = torch.rand(n_T, generator=gen, dtype=torch.float64) * (N - 1)
+            return k_all, torch.cat([u_T, k + u * (span - 1)])
         i = k + (u * span).floor().long().minimum(span - 1)
-        return torch.cat([torch.zeros(n_T, dtype=torch.long), k]), torch.cat([i_T, i])
+        return k_all, torch.cat([i_T, i])
 
     return draw
 
@@ -89,10 +96,12 @@ class FlowMapObjective(nn.Module):
         precision: Precision,
         source_state: str = "student",
         ema: FlowMap | None = None,
+        through: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
         self._parts = (system, scheme, distance, grid, precision, source_state, ema)
+        self.through = through
 
     @torch.no_grad()
     def sources(self, z: torch.Tensor, k: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -120,6 +129,14 @@ class FlowMapObjective(nn.Module):
         s = grid[k].to(z.dtype)
         path = self.model.path_from(x_s, s, cond)
         losses = residual_loss(
-            path, system, scheme, distance, grid, i, cond, autocast=precision.autocast
+            path,
+            system,
+            scheme,
+            distance,
+            grid,
+            i,
+            cond,
+            autocast=precision.autocast,
+            through=self.through,
         )
         return losses.float()

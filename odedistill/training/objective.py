@@ -8,7 +8,7 @@ from torch import nn
 from odedistill.distances import Distance
 from odedistill.errors import UserError
 from odedistill.infra.build import Session
-from odedistill.infra.noise import Indices, pid_indices
+from odedistill.infra.noise import Indices, continuous_indices, pid_indices
 from odedistill.infra.precision import Precision
 from odedistill.loss import CausalWeights, pid_loss
 from odedistill.models.base import TrajectoryModel
@@ -35,18 +35,29 @@ class PIDObjective(nn.Module):
         grid: torch.Tensor,
         precision: Precision,
         causal: CausalWeights | None = None,
+        through: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
         self._parts = (system, scheme, distance, grid, precision)
         self.causal = causal
+        self.through = through
 
     def forward(
         self, z: torch.Tensor, idx: torch.Tensor, cond: torch.Tensor | None = None
     ) -> torch.Tensor:
         system, scheme, distance, grid, precision = self._parts
         losses = pid_loss(
-            self.model, system, scheme, distance, grid, z, idx, cond, autocast=precision.autocast
+            self.model,
+            system,
+            scheme,
+            distance,
+            grid,
+            z,
+            idx,
+            cond,
+            autocast=precision.autocast,
+            through=self.through,
         ).float()
         return losses if self.causal is None else self.causal(idx, losses)
 
@@ -69,14 +80,26 @@ def make_objective(
             precision,
             source_state=f.source_state,
             ema=ema,
+            through=session.cfg.loss.target_grad == "through",
         )
-        return objective, flowmap_indices(f.p_T, f.steps, f.sources)
+        continuous = session.cfg.scheme.times == "continuous"
+        return objective, flowmap_indices(f.p_T, f.steps, f.sources, continuous)
     causal = None
     if session.cfg.loss.causal_eps > 0:
         system = session.system
         f2 = residual_scale(system, 64 if system.is_image else 4096, device=session.device)
         causal = CausalWeights(session.grid.shape[0], session.cfg.loss.causal_eps, f2)
     objective = PIDObjective(
-        session.model, session.system, session.scheme, distance, session.grid, precision, causal
+        session.model,
+        session.system,
+        session.scheme,
+        distance,
+        session.grid,
+        precision,
+        causal,
+        through=session.cfg.loss.target_grad == "through",
     )
-    return objective, pid_indices
+    return (
+        objective,
+        continuous_indices if session.cfg.scheme.times == "continuous" else pid_indices,
+    )
