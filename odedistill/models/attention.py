@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -37,3 +40,20 @@ def check_forward_ad_error(err: Exception) -> None:
             "odedistill.models.attention.attention or switch to scheme 'upwind' or 'central'"
         ) from err
     raise err
+
+
+@functools.cache
+def load_jvp_decompositions() -> None:
+    """Load torch's forward-mode decompositions once, without its deprecation warning.
+
+    On the first forward-mode call torch imports ``torch._decomp.decompositions_for_jvp``,
+    which registers its rules through ``torch.jit.script`` and so warns that TorchScript is
+    deprecated, from inside torch. Importing it here first, with that one warning silenced,
+    leaves every other warning (and every other use of ``torch.jit.script``) visible.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
+        try:
+            importlib.import_module("torch._decomp.decompositions_for_jvp")
+        except ImportError:  # a torch that no longer has it does not warn from it either
+            pass

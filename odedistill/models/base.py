@@ -74,8 +74,8 @@ class TrajectoryModel(nn.Module):
         wrong shape or a value that is not numeric is a one-line ``UserError`` naming it.
         """
         ref = next(iter([*self.parameters(), *self.buffers()]), None)
-        dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-        device = ref.device if ref is not None else torch.device("cpu")
+        has_dtype = ref is not None and ref.is_floating_point()
+        device = ref.device if ref is not None else None
         out = []
         for name, value in (("z", z), ("cond", cond)):
             if value is None:
@@ -87,7 +87,11 @@ class TrajectoryModel(nn.Module):
                 raise UserError(f"sample: {name} must be a tensor of numbers ({e})") from None
             if value.dtype == torch.bool or value.is_complex():
                 raise UserError(f"sample: {name} must be real numbers, got {value.dtype}")
-            out.append(value.to(device=device, dtype=dtype))
+            # a model without weights (a closed form) keeps the input's floating dtype
+            dtype = ref.dtype if has_dtype else None
+            if dtype is None and not value.is_floating_point():
+                dtype = torch.get_default_dtype()
+            out.append(value.to(device=device or value.device, dtype=dtype or value.dtype))
         z_t = out[0]
         shape = self.state_shape
         if z_t is None or (shape is not None and tuple(z_t.shape[1:]) != tuple(shape)):

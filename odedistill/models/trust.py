@@ -28,6 +28,7 @@ import torch
 from torch.func import jvp
 
 from odedistill.errors import UserError
+from odedistill.models.attention import load_jvp_decompositions
 from odedistill.solvers import solve_reference
 from odedistill.systems.base import ODESystem
 
@@ -68,6 +69,7 @@ def _jacobians(system: ODESystem, x: torch.Tensor, t: torch.Tensor, cond) -> tor
     for j in range(d):
         e_j = torch.zeros_like(x)
         e_j[:, j] = 1
+        load_jvp_decompositions()
         cols.append(jvp(f, (x,), (e_j,))[1])
     return torch.stack(cols, dim=2)
 
@@ -92,6 +94,7 @@ def piece_error(
     t_all = nodes.repeat_interleave(B)
     inputs = [None if a is None else torch.cat([a] * (M + 1)) for a in path.inputs]
     tt = t_all.to(path.dtype)
+    load_jvp_decompositions()
     x, v = jvp(lambda u: path.fn(u, *inputs), (tt,), (torch.ones_like(tt),))
     c64 = None if cond is None else _float64(torch.cat([cond] * (M + 1)))
     x64 = x.double()

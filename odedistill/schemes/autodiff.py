@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-import importlib
-import warnings
-
 import torch
 from torch.func import jvp
 
 from odedistill.grids import times_at
-from odedistill.models.attention import check_forward_ad_error, forward_ad_safe_attention
+from odedistill.models.attention import (
+    check_forward_ad_error,
+    forward_ad_safe_attention,
+    load_jvp_decompositions,
+)
 from odedistill.models.base import Path
 from odedistill.schemes.base import ResidualScheme
-
-
-@functools.cache
-def _load_jvp_decompositions() -> None:
-    """Load torch's forward-mode decompositions once, without its deprecation warning.
-
-    On the first forward-mode call torch imports ``torch._decomp.decompositions_for_jvp``,
-    which registers its rules through ``torch.jit.script`` and so warns that TorchScript is
-    deprecated, from inside torch. Importing it here first, with that one warning silenced,
-    leaves every other warning (and every other use of ``torch.jit.script``) visible.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
-        try:
-            importlib.import_module("torch._decomp.decompositions_for_jvp")
-        except ImportError:  # a torch that no longer has it does not warn from it either
-            pass
 
 
 class Autodiff(ResidualScheme):
@@ -52,7 +35,7 @@ class Autodiff(ResidualScheme):
         self, path: Path, grid: torch.Tensor, idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         t_i = times_at(grid, idx).to(path.dtype)
-        _load_jvp_decompositions()
+        load_jvp_decompositions()
         try:
             with forward_ad_safe_attention():
                 y, v = jvp(path, (t_i,), (torch.ones_like(t_i),))
