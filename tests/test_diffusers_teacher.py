@@ -293,5 +293,5 @@ def test_without_diffusers_the_loader_names_the_extra(tmp_path, monkeypatch):
     (tmp_path / "diffusion_pytorch_model.safetensors").write_bytes(b"")
     (tmp_path / "scheduler_config.json").write_text("{}")
     monkeypatch.setitem(sys.modules, "diffusers", None)  # an import of it fails
-    with pytest.raises(UserError, match=r"pip install 'odedistill\[diffusers\]'"):
+    with pytest.raises(UserError, match=r"pip install -e '\.\[diffusers\]'"):
         load_diffusers_teacher(tmp_path)

@@ -76,7 +76,7 @@ def test_lpips_without_the_package_names_the_fix():
         pytest.skip("lpips is importable here")
     from odedistill import LPIPS
 
-    with pytest.raises(UserError, match=r"odedistill\[lpips\]"):
+    with pytest.raises(UserError, match=r"pip install -e '\.\[lpips\]'"):
         LPIPS()
 
 

@@ -261,7 +261,7 @@ def user_recipe(tmp_path, monkeypatch):
     sys.modules.pop(module, None)
 
 
-def test_user_system_runs_from_a_recipe(user_recipe, tmp_path):
+def test_user_system_runs_from_a_recipe(user_recipe, tmp_path, monkeypatch):
     run = tmp_path / "run"
     code, err = cli("run", user_recipe, "--out", run, "--no-progress")
     assert code == 0, err
@@ -278,6 +278,7 @@ def test_user_system_runs_from_a_recipe(user_recipe, tmp_path):
     sys.modules.pop("odesuite_user_mod", None)
     loaded = odedistill.infra.students.read_student(run)
     assert loaded.system is None and "odesuite_user_mod" not in sys.modules
+    monkeypatch.chdir(user_recipe.parent)  # the user names it from the module's folder
     again = odedistill.infra.students.read_student(run, system="odesuite_user_mod:Decay")
     assert type(again.system).__name__ == "Decay" and again.system.rate == 2.0
     assert loaded.model.param.c_noise == UnitTime(0.0, 0.5)

@@ -202,7 +202,9 @@ class RunLock:
         The record is written to a private file first and hard-linked to ``.lock``, so no other
         process ever reads a lock that exists but is still empty (and would take it as stale).
         """
-        fd, tmp = tempfile.mkstemp(prefix=".lock.", suffix=".tmp", dir=self.path.parent)
+        # not '.tmp': the lock holder's clean-up of killed writes (``remove_stale_temps``) must
+        # never delete the claim of a process that is taking the lock at that moment
+        fd, tmp = tempfile.mkstemp(prefix=".lock.", suffix=".claim", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(text)
