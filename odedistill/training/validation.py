@@ -125,8 +125,9 @@ class Validation:
         }
 
     def after_step(self, trainer: Trainer, loss: float) -> None:
-        if not self.every or trainer.step % self.every:
-            return
+        last = trainer.stop_reason is not None or trainer.step == trainer.cfg.train.iterations
+        if not self.every or (trainer.step % self.every and not last):
+            return  # a run's last step is always checked (and logged)
         record = self.record(trainer)
         if self.tol > 0 and record["val_error"] <= self.tol:
             trainer.stop_reason = f"val_error {record['val_error']:.3g} <= train.tol = {self.tol:g}"
