@@ -37,6 +37,10 @@ DISTILL_FIELDS: dict[str, str] = {
     "depth": "student.depth",
     "validate_every": "train.validate_every",
     "stop_at_ratio": "train.stop_at_ratio",
+    "tol": "train.tol",
+    "validate_n": "train.validate_n",
+    "times": "scheme.times",
+    "target_grad": "loss.target_grad",
     "max_seconds": "train.max_seconds",
     "clock": "train.clock",
     "seed": "run.seed",
@@ -44,7 +48,14 @@ DISTILL_FIELDS: dict[str, str] = {
 }
 
 #: arguments whose value asks distill() to choose, not a recipe value
-AUTO: dict[str, object] = {"scheme": "auto", "grid": "auto", "validate_every": None}
+AUTO: dict[str, object] = {
+    "scheme": "auto",
+    "grid": "auto",
+    "times": "auto",
+    "target_grad": "auto",
+    "N": None,
+    "validate_every": None,
+}
 
 
 def check_distill_args(args: dict[str, Any], fn: str = "distill") -> None:
@@ -71,6 +82,11 @@ def check_distill_args(args: dict[str, Any], fn: str = "distill") -> None:
             check_field(key, value)
         except UserError as e:
             raise UserError(f"{fn}(): {str(e).replace(repr(key), repr(name), 1)}") from None
+    if "student" in args and args["student"] not in ("pid", "flowmap", "auto"):
+        raise UserError(f"{fn}(student={args['student']!r}): use 'pid', 'flowmap' or 'auto'")
+    steps = args.get("steps", 1)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 10_000:
+        raise UserError(f"{fn}(): 'steps' must be an integer from 1 to 10000, got {steps!r}")
     rate = args.get("ema_rate")
     if "ema_rate" in args and not (
         isinstance(rate, int | float) and not isinstance(rate, bool) and 0 < rate < 1

@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from odedistill.api.checks import check_distill_args
-from odedistill.errors import AccuracyWarning, UserError
+from odedistill.errors import AccuracyWarning
 from odedistill.infra.build import build_session
 from odedistill.infra.recipes import from_dict
 from odedistill.models.base import TrajectoryModel
@@ -114,8 +114,6 @@ def distill(
         when ``tol`` was not met.
     """
     check_distill_args(locals())
-    if student not in ("pid", "flowmap", "auto"):
-        raise UserError(f"distill(student={student!r}): use 'pid', 'flowmap' or 'auto'")
     if student == "auto":
         return _auto(system, net, tol=tol, max_seconds=max_seconds, steps=steps, **_rest(locals()))
     network = system.network_teacher

@@ -6,7 +6,6 @@ import dataclasses
 import difflib
 import json
 import math
-import re
 import sys
 import types
 import typing
@@ -20,12 +19,9 @@ else:  # pragma: no cover
 
 from odedistill.errors import UserError
 from odedistill.infra.config import SECTIONS, Config
+from odedistill.infra.consistency import check_consistency, show
 from odedistill.infra.fields import MAX_FLOAT, MAX_INT
 from odedistill.registry import Registry
-from odedistill.schemes import SCHEMES
-
-#: the most mixture components a preset may build (the grid preset has modes² of them)
-MAX_MODES = 4096
 
 
 def all_keys() -> list[str]:
@@ -55,10 +51,10 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
     origin = typing.get_origin(tp)
     if origin is dict:
         if not isinstance(value, dict):
-            raise UserError(f"'{key}' expects a table such as {{a = 1.0}}, got {_show(value)}")
+            raise UserError(f"'{key}' expects a table such as {{a = 1.0}}, got {show(value)}")
         bad = [k for k in value if not (isinstance(k, str) and k.isidentifier())]
         if bad:
-            raise UserError(f"'{key}': {_show(bad[0])} is not a Python keyword argument name")
+            raise UserError(f"'{key}': {show(bad[0])} is not a Python keyword argument name")
         if not _plain(value):
             raise UserError(f"'{key}' may hold numbers, strings, booleans, lists and tables only")
         if len(value) > 64 or len(json.dumps(value)) > 65536:
@@ -67,7 +63,7 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise UserError(f"'{key}' expects {_type_name(tp)}, got {_show(value)}")
+            raise UserError(f"'{key}' expects {_type_name(tp)}, got {show(value)}")
         max_len = meta.get("max_len", 16)
         if len(value) > max_len:
             raise UserError(f"'{key}' holds at most {max_len} items, got {len(value)}")
@@ -82,7 +78,7 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
         or (tp is str and isinstance(value, str))
     )
     if not ok:
-        raise UserError(f"'{key}' expects {_type_name(tp)}, got {_show(value)}")
+        raise UserError(f"'{key}' expects {_type_name(tp)}, got {show(value)}")
     if tp is float:
         value = float(value) if abs(value) < 1e308 or not isinstance(value, int) else math.inf
         if not math.isfinite(value):
@@ -98,9 +94,9 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
     lo, hi = _range(tp, meta)
     if lo is not None and (value < lo or (meta.get("lo_open") and value == lo)):
         bound = f"> {lo}" if meta.get("lo_open") else f">= {lo}"
-        raise UserError(f"'{key}' must be {bound}, got {_show(value)}")
+        raise UserError(f"'{key}' must be {bound}, got {show(value)}")
     if hi is not None and value > hi:
-        raise UserError(f"'{key}' must be <= {hi}, got {_show(value)}")
+        raise UserError(f"'{key}' must be <= {hi}, got {show(value)}")
     return value
 
 
@@ -142,12 +138,6 @@ def _plain(value: Any, depth: int = 0) -> bool:
     return isinstance(value, bool | int | float | str)
 
 
-def _show(value: Any) -> str:
-    """``repr`` shortened to one line of at most 60 characters."""
-    text = " ".join(repr(value).split())
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def from_dict(raw: dict[str, Any], source: str = "recipe") -> Config:
     """Validate a nested dict (as parsed from TOML) into a ``Config``."""
     if not isinstance(raw, dict):
@@ -174,104 +164,8 @@ def from_dict(raw: dict[str, Any], source: str = "recipe") -> Config:
                 raise UserError(f"{source}: {e}") from None
         sections[sname] = cls(**kwargs)
     cfg = Config(**sections)
-    _check_consistency(cfg, source)
+    check_consistency(cfg, source)
     return cfg
-
-
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def _check_consistency(cfg: Config, source: str) -> None:
-    if not _RUN_NAME.match(cfg.run.name) or ".." in cfg.run.name:
-        raise UserError(
-            f"{source}: 'run.name' = {_show(cfg.run.name)} must be letters, digits, '.', '_' "
-            "and '-' (it names the folder runs/<name>); use --out for another place"
-        )
-    e = cfg.eval
-    if e.fid_every:
-        if not (e.fid_ref and e.fid_detector):
-            raise UserError(
-                f"{source}: 'eval.fid_every' needs 'eval.fid_ref' and 'eval.fid_detector' "
-                "(see docs/evaluation.md)"
-            )
-        if e.fid_every % cfg.train.checkpoint_every:
-            raise UserError(
-                f"{source}: 'eval.fid_every' must be a multiple of 'train.checkpoint_every' "
-                f"({cfg.train.checkpoint_every}), since FID is computed from a checkpoint"
-            )
-    t = cfg.teacher
-    if t.preset == "grid" and t.modes**2 > MAX_MODES:
-        raise UserError(
-            f"{source}: 'teacher.modes' = {t.modes} makes a grid of {t.modes**2} modes; the "
-            f"grid preset takes at most {math.isqrt(MAX_MODES)} per side ({MAX_MODES} modes)"
-        )
-    fm = cfg.flowmap
-    if cfg.student.kind == "flowmap" and fm.sources == "sampler" and not fm.steps:
-        raise UserError(
-            f"{source}: 'flowmap.steps' is empty; flowmap.sources = 'sampler' draws from the "
-            "steps' sub-grids: give at least one K (e.g. [2, 4]) or use sources = 'uniform'"
-        )
-    if cfg.student.kind == "flowmap" and any(k > cfg.scheme.N - 1 for k in fm.steps):
-        raise UserError(
-            f"{source}: 'flowmap.steps' {fm.steps} needs K <= scheme.N - 1 = {cfg.scheme.N - 1}"
-        )
-    if e.fid_end and not (e.fid_ref and e.fid_detector):
-        raise UserError(
-            f"{source}: 'eval.fid_end' needs 'eval.fid_ref' and 'eval.fid_detector' "
-            "(see docs/evaluation.md)"
-        )
-    s = cfg.system
-    if s.t_min >= s.t_max:
-        raise UserError(f"{source}: 'system.t_min' must be smaller than 'system.t_max'")
-    if s.kind == "probability_flow" and s.t_min == 0:
-        raise UserError(
-            f"{source}: 'system.t_min' must be > 0 for the probability-flow ODE (its vector "
-            "field divides by t); PID uses 0.002"
-        )
-    if s.kind == "flow_matching" and s.t_max > 1:
-        raise UserError(
-            f"{source}: 'system.t_max' = {s.t_max:g} exceeds 1, where the flow-matching "
-            "interpolation (1 - t) x0 + t eps is pure noise; set system.t_max = 1.0"
-        )
-    if cfg.train.tol > 0 and not cfg.train.validate_every:
-        raise UserError(
-            f"{source}: 'train.tol' needs validation checks: set 'train.validate_every'"
-        )
-    if cfg.train.validate_steps > 1 and cfg.student.kind != "flowmap":
-        raise UserError(
-            f"{source}: 'train.validate_steps' > 1 needs a flow map (student.kind = 'flowmap')"
-        )
-    if cfg.train.stop_at_ratio > 0 and not cfg.train.validate_every:
-        raise UserError(
-            f"{source}: 'train.stop_at_ratio' needs validation checks: set 'train.validate_every'"
-        )
-    if cfg.scheme.times == "continuous" and not SCHEMES.get(cfg.scheme.kind).continuous_times:
-        raise UserError(
-            f"{source}: 'scheme.times' = 'continuous' needs a scheme without a grid stencil: "
-            f"set scheme.kind = 'autodiff' (not '{cfg.scheme.kind}')"
-        )
-    if cfg.loss.causal_eps > 0 and cfg.student.kind != "pid":
-        raise UserError(
-            f"{source}: 'loss.causal_eps' is for the PID student (student.kind = 'pid')"
-        )
-    if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
-        raise UserError(f"{source}: 'optim.betas' expects two numbers in [0, 1)")
-    if not all(0 < r < 1 for r in cfg.train.ema_rates):
-        raise UserError(f"{source}: 'train.ema_rates' expects numbers in (0, 1)")
-    if cfg.eval.ema not in (-1.0, 0.0) and cfg.eval.ema not in cfg.train.ema_rates:
-        raise UserError(
-            f"{source}: 'eval.ema' = {cfg.eval.ema} is not one of 'train.ema_rates' "
-            f"{cfg.train.ema_rates}; use -1 for the first rate or 0 for the raw weights"
-        )
-    if cfg.train.micro_batch > cfg.train.batch:
-        raise UserError(
-            f"{source}: 'train.micro_batch' = {cfg.train.micro_batch} exceeds 'train.batch' = "
-            f"{cfg.train.batch}; use 0 for one pass"
-        )
-    if cfg.teacher.kind in ("edm", "diffusers") and not cfg.teacher.path:
-        raise UserError(
-            f"{source}: 'teacher.path' is required when teacher.kind = '{cfg.teacher.kind}'"
-        )
 
 
 def parse_override(item: str) -> tuple[str, Any]:
