@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -41,6 +42,10 @@ def _searched_first(folder: str) -> Iterator[None]:
     if not folder:
         yield
         return
+    # an absolute path: a relative one ('.') would reuse the finder (and its cached listing) that
+    # an earlier import made for another working folder
+    folder = os.path.abspath(folder)
+    importlib.invalidate_caches()
     sys.path.insert(0, folder)
     try:
         yield
