@@ -18,6 +18,21 @@ from odedistill.systems.base import ODESystem
 from odedistill.systems.probability_flow import ProbabilityFlowODE
 
 
+def _noise_device(system: ODESystem, device: torch.device) -> torch.device:
+    """Where per-seed noise is drawn: the model's device for diffusion noise, else the CPU
+    (a system's own sampler draws its initial states there)."""
+    return device if isinstance(system, ProbabilityFlowODE) else torch.device("cpu")
+
+
+def _initial_states(
+    system: ODESystem, rnd: SeedNoise, state_shape: tuple[int, ...]
+) -> torch.Tensor:
+    """One initial state per seed: z ~ N(0, T² I) for diffusion, else the system's sampler."""
+    if isinstance(system, ProbabilityFlowODE):
+        return rnd.randn(state_shape) * system.t_start
+    return torch.cat([system.sample_initial(1, g) for g in rnd.generators])
+
+
 def _module_device(module: nn.Module) -> torch.device:
     for t in [*module.parameters(), *module.buffers()]:
         return t.device
@@ -55,15 +70,12 @@ class StudentSampler(SeedSampler):
 
     @property
     def noise_device(self) -> torch.device:
-        return self.device if isinstance(self.system, ProbabilityFlowODE) else torch.device("cpu")
+        return _noise_device(self.system, self.device)
 
     @torch.no_grad()
     def sample(self, rnd: SeedNoise, class_idx: int | None = None) -> Samples:
         system = self.system
-        if isinstance(system, ProbabilityFlowODE):
-            z = rnd.randn(self.state_shape) * system.t_start
-        else:
-            z = torch.cat([system.sample_initial(1, g) for g in rnd.generators])
+        z = _initial_states(system, rnd, self.state_shape)
         cond, idx = draw_labels(rnd, self.label_dim, class_idx)
         was_training = self.model.training
         self.model.eval()
@@ -204,15 +216,12 @@ class SolverSampler(SeedSampler):
 
     @property
     def noise_device(self) -> torch.device:
-        return self.device if isinstance(self.system, ProbabilityFlowODE) else torch.device("cpu")
+        return _noise_device(self.system, self.device)
 
     @torch.no_grad()
     def sample(self, rnd: SeedNoise, class_idx: int | None = None) -> Samples:
         system = self.system
-        if isinstance(system, ProbabilityFlowODE):
-            z = rnd.randn(self.state_shape) * system.t_start
-        else:
-            z = torch.cat([system.sample_initial(1, g) for g in rnd.generators])
+        z = _initial_states(system, rnd, self.state_shape)
         cond, idx = draw_labels(rnd, self.label_dim, class_idx)
         z = z.to(self.device)
         c = None if cond is None else cond.to(self.device)
