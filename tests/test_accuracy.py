@@ -136,3 +136,7 @@ def test_oscillator_meets_tol_from_the_defaults(oscillator_student):
     with torch.no_grad():
         x = oscillator_student.sample(z.float())
     assert odedistill.trajectory_errors(x, exact)["error"] <= 1.5e-2
+    # returned with its system attached: the trust check runs without naming it again
+    assert isinstance(oscillator_student.system, ForcedOscillator)
+    checked = oscillator_student.sample(z[:16].float(), check=True)
+    assert checked.error.shape == (16,) and torch.isfinite(checked.error).all()

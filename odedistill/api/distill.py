@@ -180,7 +180,7 @@ def distill(
         trainer = Trainer(session, Path(run_dir) if run_dir is not None else Path(tmp))
         trainer.run(show_progress=progress)
         summary = trainer.validation.summary(trainer) if trainer.validation else None
-    model = next(iter(session.ema.models.values())).eval()
+    model = next(iter(session.ema.models.values())).eval().attach(system)  # for check=True
     model.validation = summary
     if summary is not None and tol > 0 and not summary["met"]:
         warnings.warn(shortfall(summary, flowmap=flowmap), AccuracyWarning, stacklevel=2)
