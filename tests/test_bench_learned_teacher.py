@@ -31,6 +31,7 @@ def test_report_sections_plot_and_command(quick_run):
     assert (out / PLOT).read_bytes()[:8] == PNG_MAGIC
     assert (out / "teacher_heun.png").read_bytes()[:8] == PNG_MAGIC
     assert "`python -m benchmarks.learned_teacher --quick`" in report
+    assert "at the start" in report and "at the end" in report  # the machine's load recorded
 
 
 def test_every_student_and_the_teacher_curves_are_scored(quick_run):

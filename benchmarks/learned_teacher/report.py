@@ -81,6 +81,20 @@ def _teacher_lines(out: Path) -> list[str]:
     return lines
 
 
+def _machine(meta: dict[str, Any]) -> str:
+    """Platform, cores, and the load average (1, 5, 15 minutes) at the start and end."""
+    m = meta["machine"]
+
+    def load(x):
+        return "?" if x is None else "/".join(f"{v:.2f}" for v in x)
+
+    out = f"{m.get('platform', '?')}, {m.get('cpu_count', '?')} cores ({m.get('cpu_model', '?')})"
+    if "load_average_start" in meta:
+        out += f", load average {load(meta['load_average_start'])} at the start"
+        return out + f" ({meta.get('started', '?')}) and {load(m.get('load_average'))} at the end"
+    return out + f", load average {load(m.get('load_average'))}"
+
+
 def write_report(results: dict[str, Any], out: Path, command: str) -> None:
     t = results["teacher"]
     st = results["settings"]
@@ -109,8 +123,7 @@ def write_report(results: dict[str, Any], out: Path, command: str) -> None:
         f"Students: recipe `digits_learned` (student = a copy of the teacher's network), "
         f"N = {st['N']}, batch {st['batch']}, {st['budget']:g} CPU seconds of training each "
         "(process clock, one thread), EMA weights scored. Machine: "
-        f"{results['meta']['machine'].get('platform', '?')}, load average "
-        f"{results['meta']['machine'].get('load_average', '?')}.",
+        f"{_machine(results['meta'])}.",
         "",
     ]
     lines += ["## The teacher", ""] + _teacher_lines(out)

@@ -71,11 +71,18 @@ def main(argv: list[str] | None = None) -> None:
         if args.jobs is not None:
             st.jobs = args.jobs
         out = args.out or RESULTS
+        start = machine_info(torch.device("cpu"))
         results = run_bench(st, out, log=log)
-        results["meta"] = {"machine": machine_info(torch.device("cpu"))}
+        results["meta"] = {
+            "machine": machine_info(torch.device("cpu")),
+            "load_average_start": start.get("load_average"),
+            "started": start["time"],
+        }
         command = "python -m benchmarks.learned_teacher" + (" --quick" if args.quick else "")
         if args.budget is not None:
             command += f" --budget {args.budget:g}"
+        if args.jobs is not None:
+            command += f" --jobs {args.jobs}"
         write_report(results, out, command)
         log(f"wrote {out / 'report.md'}")
 
