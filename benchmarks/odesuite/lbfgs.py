@@ -114,7 +114,7 @@ def train(name: str, budget: float, tol: float, seed: int):
 
 def run_system(name: str, a: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
-    common = {"system": name, "budget_cpu_s": a.budget, "seed": a.seed}
+    common = {"system": name, "budget_cpu_s": a.budget, "seed": a.seed, "points": a.points}
 
     def row(variant, model, extra, dtype=torch.float32):
         r = {
@@ -147,18 +147,19 @@ def run_system(name: str, a: argparse.Namespace) -> list[dict[str, Any]]:
 def table(rows: list[dict[str, Any]]) -> str:
     """The markdown table of the rows, one line per (system, variant)."""
     out = [
-        "| system | variant | Adam steps | L-BFGS evals | CPU-s | loss (set) | loss (fresh) "
+        "| system | variant | points | Adam steps | L-BFGS evals | CPU-s | loss (set) | loss (fresh) "
         "| error | median | p95 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         evals = r.get("lbfgs_evals") or "-"
+        points = r.get("points", 4096) if "loss_before" in r else "-"
         loss = fresh = "-"
         if "loss_before" in r:
             loss = f"{r['loss_before']:.2e} → {r['loss_after']:.2e}"
             fresh = f"{r['fresh_loss_before']:.2e} → {r['fresh_loss_after']:.2e}"
         out.append(
-            f"| {r['system']} | {r['variant']} | {r['adam_steps']} | {evals} "
+            f"| {r['system']} | {r['variant']} | {points} | {r['adam_steps']} | {evals} "
             f"| {r['total_cpu_s']:.0f} | {loss} | {fresh} | {r['error']:.4f} "
             f"| {r['median']:.4f} | {r['p95']:.4f} |"
         )
