@@ -12,7 +12,6 @@ are about 11.5 GFLOP, so the real detector costs more).
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.gpu.measure import Deadline, PartLog
-from benchmarks.gpu.resume import cli
+from benchmarks.gpu.measure import Deadline, PartLog, timed_cli
 from benchmarks.gpu.settings import Settings
 
 
@@ -73,8 +71,7 @@ def part_fid(settings: Settings, work: Path, log: PartLog, dl: Deadline) -> None
     images = work / "fid_samples.npz"
     run = work / "run_a"
     if (run / "checkpoints").is_dir():
-        t0 = time.perf_counter()
-        code = cli(
+        code, wall = timed_cli(
             [
                 "sample",
                 str(run),
@@ -86,7 +83,6 @@ def part_fid(settings: Settings, work: Path, log: PartLog, dl: Deadline) -> None
                 str(min(n, 1000)),
             ]
         )
-        wall = time.perf_counter() - t0
         log.put(
             "images",
             {
@@ -102,8 +98,7 @@ def part_fid(settings: Settings, work: Path, log: PartLog, dl: Deadline) -> None
         np.savez(images, images=rng.integers(0, 256, size=(n, side, side, 3), dtype=np.uint8))
         log.put("images", {"source": "uniform random uint8 (no run to sample)"})
     ref = work / "fid_ref.npz"
-    t0 = time.perf_counter()
-    code = cli(
+    code, wall = timed_cli(
         [
             "fid-ref",
             str(images),
@@ -116,14 +111,13 @@ def part_fid(settings: Settings, work: Path, log: PartLog, dl: Deadline) -> None
             "--quiet",
         ]
     )
-    log.put("fid_ref", {"returncode": code, "wall_s": time.perf_counter() - t0})
+    log.put("fid_ref", {"returncode": code, "wall_s": wall})
     runs = []
     for _ in range(2):  # the second run has the detector's kernels warm
         if runs and dl.left() < 2 * runs[-1]["wall_s"]:
             break
         out = work / "fid.json"
-        t0 = time.perf_counter()
-        code = cli(
+        code, wall = timed_cli(
             [
                 "fid",
                 str(images),
@@ -138,7 +132,6 @@ def part_fid(settings: Settings, work: Path, log: PartLog, dl: Deadline) -> None
                 "--quiet",
             ]
         )
-        wall = time.perf_counter() - t0
         runs.append({"returncode": code, "wall_s": wall, "images_per_s": n / wall})
         if code == 0:
             runs[-1]["fid"] = json.loads(out.read_text()).get("fid")

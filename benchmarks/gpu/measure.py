@@ -178,3 +178,16 @@ class Deadline:
 
     def left(self) -> float:
         return self.end - time.perf_counter()
+
+
+def timed_cli(argv: list[str]) -> tuple[int, float]:
+    """``odedistill ARGV`` in this process: its exit status and its wall seconds."""
+    from odedistill.cli import main
+
+    t0 = time.perf_counter()
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    return code, time.perf_counter() - t0

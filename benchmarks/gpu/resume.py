@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.gpu.measure import Deadline, PartLog
+from benchmarks.gpu.measure import Deadline, PartLog, timed_cli
 from benchmarks.gpu.settings import Settings
 from benchmarks.gpu.steps import CIFAR, ROOT
 
@@ -172,17 +172,6 @@ def final_state(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def cli(argv: list[str]) -> int:
-    """``odedistill ARGV`` in this process; its exit status."""
-    from odedistill.cli import main
-
-    try:
-        main(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
 def part_torchrun(settings: Settings, work: Path, log: PartLog, dl: Deadline) -> None:
     a_dir, b_dir = work / "run_a", work / "run_b"
     log.put("command", " ".join(torchrun_command(settings, a_dir)[1:]))
@@ -226,8 +215,7 @@ def part_torchrun(settings: Settings, work: Path, log: PartLog, dl: Deadline) ->
     if a.get("returncode") == 0:
         n = settings.sample_images
         out = work / "samples.npz"
-        t0 = time.perf_counter()
-        code = cli(
+        code, wall = timed_cli(
             [
                 "sample",
                 str(a_dir),
@@ -239,7 +227,6 @@ def part_torchrun(settings: Settings, work: Path, log: PartLog, dl: Deadline) ->
                 str(min(n, 500)),
             ]
         )
-        wall = time.perf_counter() - t0
         log.put(
             "sample",
             {
