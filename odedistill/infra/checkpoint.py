@@ -42,16 +42,6 @@ CHECKPOINT_FORMAT = "odedistill-checkpoint-2"
 _REQUIRED = ("step", "model", "ema", "optimizer", "rng", "config", "student")
 
 
-def weights_checksum(weights: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of a state dict's names and tensor bytes, in name order (any device or dtype)."""
-    h = hashlib.sha256()
-    for name in sorted(weights):
-        t = weights[name].detach().cpu().contiguous().reshape(-1)
-        h.update(name.encode("utf-8") + b"\0" + str(t.dtype).encode() + b"\0")
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def _digest(h: Any, obj: Any) -> None:
     """Feed a canonical encoding of ``obj`` (nested dicts, lists, tensors, scalars) to ``h``."""
     if isinstance(obj, torch.Tensor):
@@ -79,12 +69,8 @@ def state_checksum(state: dict[str, Any]) -> str:
 
 
 def checksums(state: dict[str, Any]) -> dict[str, Any]:
-    """The checksums a checkpoint stores: of the raw weights, of each EMA, and of everything."""
-    return {
-        "model": weights_checksum(state["model"]),
-        "ema": {rate: weights_checksum(sd) for rate, sd in state["ema"].items()},
-        "all": state_checksum(state),
-    }
+    """The checksums a checkpoint stores: one over everything it holds (``verify_state``)."""
+    return {"all": state_checksum(state)}
 
 
 def verify_state(state: dict[str, Any], path: str | Path) -> None:
@@ -100,22 +86,10 @@ def verify_state(state: dict[str, Any], path: str | Path) -> None:
         )
 
 
-def verify_weights(state: dict[str, Any], name: str, path: str | Path) -> dict[str, torch.Tensor]:
-    """The weights ``name`` ('raw' or 'ema<rate>') of a checkpoint, checked against their checksum.
-
-    A mismatch means the file was damaged after it was written: a ``UserError`` naming it.
-    """
-    weights = state["model"] if name == "raw" else state["ema"][name[3:]]
-    stored = state.get("checksums", {})
-    expected = stored.get("model") if name == "raw" else stored.get("ema", {}).get(name[3:])
-    if expected is None:
-        raise UserError(f"{path} has no checksum for its {name} weights; it is damaged or foreign")
-    if weights_checksum(weights) != expected:
-        raise UserError(
-            f"{path} is damaged: its {name} weights do not match their checksum; use an "
-            "earlier checkpoint of the run (checkpoints/) or retrain"
-        )
-    return weights
+def stored_weights(state: dict[str, Any], name: str) -> dict[str, torch.Tensor]:
+    """The weights ``name`` ('raw' or 'ema<rate>') of a checkpoint read by ``load_checkpoint``,
+    which has already checked the whole content, these weights included, against its checksum."""
+    return state["model"] if name == "raw" else state["ema"][name[3:]]
 
 
 def _nbytes(obj: Any) -> int:

@@ -25,7 +25,7 @@ from torch import nn
 
 from odedistill.errors import UserError
 from odedistill.grids import make_grid
-from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint, verify_weights
+from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint, stored_weights
 from odedistill.infra.devices import resolve_device
 from odedistill.infra.recipes import from_dict
 from odedistill.infra.registries import SYSTEMS, TEACHER_NETWORKS, Teacher
@@ -217,10 +217,10 @@ def load_weights(
 ) -> nn.Module:
     """Load the weights ``name`` (from ``weight_names``) of a checkpoint into ``model``.
 
-    The weights must match the checksum stored beside them and be finite: a damaged file or a
-    diverged run is a ``UserError`` naming the file, never samples of NaN.
+    The state comes from ``load_checkpoint``, which refuses a damaged file; the weights must also
+    be finite: a diverged run is a ``UserError`` naming the file, never samples of NaN.
     """
-    weights = verify_weights(state, name, where)
+    weights = stored_weights(state, name)
     bad = [k for k, t in weights.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
         raise UserError(

@@ -38,7 +38,6 @@ from odedistill.infra.checkpoint import (
     load_checkpoint,
     remove_stale_temps,
     save_checkpoint,
-    verify_weights,
 )
 from odedistill.infra.machine import peak_memory_gib
 from odedistill.infra.noise import NoiseStreams, capture_rng, restore_rng
@@ -161,10 +160,8 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: dict[str, Any], where: str = "the checkpoint") -> None:
-        """Continue from a checkpoint's weights, optimiser, RNG streams and step (all verified)."""
-        verify_weights(state, "raw", where)
-        for rate in state["ema"]:
-            verify_weights(state, f"ema{rate}", where)
+        """Continue from a checkpoint's weights, optimiser, RNG streams and step (the state comes
+        from ``load_checkpoint``, which has checked all of it against its checksum)."""
         try:
             self.session.model.load_state_dict(state["model"])
             self.session.ema.load_state_dict(state["ema"])
