@@ -208,6 +208,8 @@ def test_student_sample_casts_or_names_its_inputs():
     expected = student.sample(z)
     assert torch.allclose(student.sample(z.double()), expected)
     assert torch.allclose(student.sample(z.tolist()), expected)
+    # the trust check reads its inputs the same way (distill() attached the system)
+    assert torch.allclose(student.residual(z.double()), student.residual(z))
     for bad, words in (
         (torch.randn(4, 3), "z must be a batch of states of shape (B, 2), got (4, 3)"),
         (torch.randn(2), "shape (B, 2), got (2,)"),

@@ -191,6 +191,7 @@ class TrajectoryModel(nn.Module):
         first-order error of the sample itself; 'integral': ∫|r| dt (``odedistill.models.trust``).
         Costs about 3 (``points`` + 1) evaluations of the student per jump.
         """
+        z, cond = self.sample_inputs(z, cond)
         times = self.sample_steps(steps, times)
         system = resolve_system(self, system)
         return residual_indicator(self, z, cond, times, system, points, kind)
