@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from odedistill.distances import DISTANCES
+from odedistill.fields import _f
 from odedistill.grids import GRIDS
 from odedistill.infra.config_eval import EvalConfig
-from odedistill.infra.fields import _f
 from odedistill.infra.precision import AUTOCAST_DTYPES
 from odedistill.infra.registries import NETWORKS, SYSTEMS, TEACHERS
 from odedistill.schemes import SCHEMES

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from odedistill.infra.fields import _f
+from odedistill.fields import _f
 
 
 @dataclass

@@ -18,9 +18,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from odedistill.errors import UserError
+from odedistill.fields import MAX_FLOAT, MAX_INT
 from odedistill.infra.config import SECTIONS, Config
 from odedistill.infra.consistency import check_consistency, show
-from odedistill.infra.fields import MAX_FLOAT, MAX_INT
 from odedistill.registry import Registry
 
 

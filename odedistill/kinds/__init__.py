@@ -1,0 +1,16 @@
+"""The registries of kinds: students (``student.kind``), teacher families and systems.
+
+Each built-in kind is one module under ``odedistill.kinds`` and one registration line here;
+a new kind is a new module and a new line (or a ``register`` call from a user's code).
+"""
+
+from __future__ import annotations
+
+from odedistill.kinds.base import StudentKind, SystemKind, TeacherFamily
+from odedistill.registry import Registry
+
+STUDENTS: Registry[StudentKind] = Registry("student kind")
+TEACHERS: Registry[TeacherFamily] = Registry("teacher family")
+SYSTEMS: Registry[SystemKind] = Registry("system kind")
+
+__all__ = ["STUDENTS", "SYSTEMS", "TEACHERS", "StudentKind", "SystemKind", "TeacherFamily"]
