@@ -120,15 +120,15 @@ def build_session(
 
 
 def skip_sigma_data(cfg: Config, system: ODESystem) -> float | None:
-    """σ_d of a flow map's skip scaling (``flowmap.skip``), or None for the plain map."""
-    mode = cfg.flowmap.skip
+    """σ_d of a flow map's skip scaling (``student.skip``), or None for the plain map."""
+    mode = cfg.student.options.skip
     if mode == "none":
         return None
     if isinstance(system, ProbabilityFlowODE):
         return system.sigma_data
     if mode == "edm":
         raise UserError(
-            "flowmap.skip = 'edm' uses the probability-flow ODE's sigma_data; this system is "
+            "student.skip = 'edm' uses the probability-flow ODE's sigma_data; this system is "
             f"{type(system).__name__}: use 'auto' or 'none'"
         )
     return None
