@@ -35,7 +35,6 @@ _EXPORTS = {
     "residual_loss": "odedistill.loss",
     "Path": "odedistill.models.base",
     "TrajectoryModel": "odedistill.models.base",
-    "BoundaryTrajectory": "odedistill.models.boundary",
     "FlowMap": "odedistill.models.flowmap",
     "MLP": "odedistill.models.nets",
     "SmallUNet": "odedistill.models.nets",
@@ -72,7 +71,6 @@ __all__ = [
     "MLP",
     "AccuracyWarning",
     "Autodiff",
-    "BoundaryTrajectory",
     "Central",
     "Distance",
     "FlowMap",
@@ -147,7 +145,6 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and editors
     from odedistill.infra.students import load_student
     from odedistill.loss import pid_loss, residual_loss
     from odedistill.models.base import Path, TrajectoryModel
-    from odedistill.models.boundary import BoundaryTrajectory
     from odedistill.models.flowmap import FlowMap
     from odedistill.models.nets import MLP, SmallUNet
     from odedistill.models.parametrisation import Parametrisation

@@ -106,6 +106,8 @@ def test_a_kind_owns_its_fields():
         from_dict({"student": {"kind": "flowmap", "stepz": [4]}})
     with pytest.raises(UserError, match="'student.kind' must be one of 'pid', 'flowmap'"):
         from_dict({"student": {"kind": "flowmapp"}})
+    with pytest.raises(UserError, match=r"move the keys of \[flowmap\] under \[student\]"):
+        from_dict({"student": {"kind": "flowmap"}, "flowmap": {"steps": [4]}})
 
 
 def test_a_saved_config_of_the_older_layout_still_resumes():

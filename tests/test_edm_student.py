@@ -15,7 +15,7 @@ from odedistill.infra.precision import Precision, checkpoint_blocks
 from odedistill.infra.recipes import load_config
 from odedistill.loss import pid_loss
 from odedistill.schemes import make_scheme
-from odedistill.training.objective import PIDObjective
+from odedistill.kinds.students.pid import PIDObjective
 from odedistill.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,12 @@ def session_of(arch: str, extra: tuple[str, ...] = ()):
 def loss_and_grads(model, session, scheme, z, idx, cond):
     model.zero_grad(set_to_none=True)
     objective = PIDObjective(
-        model, session.system, scheme, PseudoHuber(), session.grid, Precision("fp32", "cpu")
+        model,
+        session.system,
+        scheme,
+        PseudoHuber(),
+        session.grid,
+        Precision("fp32", "cpu").autocast,
     )
     loss = objective(z, idx, cond).mean()
     loss.backward()
@@ -88,7 +93,12 @@ def test_objective_equals_pid_loss():
     z, idx, cond = batch(session, dtype=torch.float32)
     scheme = make_scheme("upwind")
     objective = PIDObjective(
-        session.model, session.system, scheme, PseudoHuber(), session.grid, Precision("fp32", "cpu")
+        session.model,
+        session.system,
+        scheme,
+        PseudoHuber(),
+        session.grid,
+        Precision("fp32", "cpu").autocast,
     )
     ours = objective(z, idx, cond)
     ref = pid_loss(session.model, session.system, scheme, PseudoHuber(), session.grid, z, idx, cond)

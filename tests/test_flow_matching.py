@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from odedistill import (
-    BoundaryTrajectory,
+    FlowMap,
     FlowMatchingODE,
     GaussianMixtureDenoiser,
     GaussianMixtureVelocity,
@@ -149,7 +149,7 @@ def test_system_interface():
     x, t, v = torch.randn(4, 2), torch.rand(4), torch.randn(4, 2)
     torch.testing.assert_close(system.to_target(x, t, v), x - t[:, None] * v)
     # the boundary-exact student anchors at t = 0: x(z, t) = (t/t_max) z + (1 - t/t_max) F
-    student = BoundaryTrajectory.for_system(torch.nn.Identity(), system)
+    student = FlowMap.for_system(torch.nn.Identity(), system, two_times=False)
     assert student.weight(torch.tensor([0.9, 0.45, 0.0])).tolist() == [1.0, 0.5, 0.0]
     with pytest.raises(ValueError, match="t_min"):
         FlowMatchingODE(GaussianMixtureVelocity(D), (2,), t_max=1.5)

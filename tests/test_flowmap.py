@@ -13,7 +13,6 @@ import torch
 import odedistill
 from odedistill import (
     MLP,
-    BoundaryTrajectory,
     ProbabilityFlowODE,
     SmallUNet,
     SquaredL2,
@@ -25,11 +24,10 @@ from odedistill import (
 )
 from odedistill.infra.build import build_session
 from odedistill.infra.recipes import load_config
-from odedistill.models.boundary import default_parametrisation
-from odedistill.models.flowmap import FlowMap, sample_times, subgrid
+from odedistill.kinds.students.flowmap import flowmap_indices, sampler_jumps
+from odedistill.models.flowmap import FlowMap, default_parametrisation, sample_times, subgrid
 from odedistill.models.parametrisation import Parametrisation
 from odedistill.solvers import euler
-from odedistill.training.flowmap import flowmap_indices, sampler_jumps
 from tests.conftest import invoke
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +66,7 @@ def test_pid_is_recovered_at_s_equal_T_bit_for_bit(shape):
             return MLP(shape, 64, 3, two_times=two_times)
         return SmallUNet(shape, channels=8, two_times=two_times)
 
-    pid = BoundaryTrajectory.for_system(net(False), system)
+    pid = FlowMap.for_system(net(False), system, two_times=False)
     fm = FlowMap(net(True), 80.0, 0.002, default_parametrisation(system), system.sigma_data)
     z = system.sample_initial(32, torch.Generator().manual_seed(1))
     t = grid[torch.randint(0, 250, (32,))].float()
@@ -191,7 +189,7 @@ def test_k_step_sampling_is_composition():
             assert torch.equal(model.sample(z, steps=K, times=times), x)
     assert subgrid(grid, 4) == [0, 62, 124, 187, 249]
     with pytest.raises(odedistill.UserError, match="one step only"):
-        BoundaryTrajectory.for_system(MLP((2,), 8, 1), system).sample(z, steps=2)
+        FlowMap.for_system(MLP((2,), 8, 1), system, two_times=False).sample(z, steps=2)
 
 
 def test_sources_and_targets_are_drawn_where_the_samplers_jump():

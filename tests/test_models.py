@@ -8,7 +8,7 @@ import torch
 
 from odedistill import (
     MLP,
-    BoundaryTrajectory,
+    FlowMap,
     FlowMatchingODE,
     GaussianMixtureVelocity,
     LinearODE,
@@ -29,7 +29,7 @@ def test_boundary_condition_is_exact(kind):
         system = ProbabilityFlowODE(ring_mixture(), (2,))
     else:
         system = LinearODE()
-    model = BoundaryTrajectory.for_system(MLP((2,), 64, 2), system)
+    model = FlowMap.for_system(MLP((2,), 64, 2), system, two_times=False)
     z = system.sample_initial(100)
     t = torch.full((100,), system.t_start)
     assert torch.equal(model(z, t), z)
@@ -42,7 +42,7 @@ def test_boundary_condition_is_exact(kind):
 
 def test_pid_parametrisation_of_the_probability_flow_ode():
     system = ProbabilityFlowODE(ring_mixture(), (2,), t_max=80.0, sigma_data=0.5)
-    model = BoundaryTrajectory.for_system(MLP((2,), 32, 1), system)
+    model = FlowMap.for_system(MLP((2,), 32, 1), system, two_times=False)
     assert model.c_in == pytest.approx(1 / math.sqrt(0.25 + 6400))
     t = torch.tensor([80.0, 1.0, 0.002])
     torch.testing.assert_close(model.weight(t), t / 80)
@@ -107,7 +107,7 @@ def test_discrete_timesteps_map_is_exact_on_its_table_and_linear_in_log_sigma():
 
 def test_flow_matching_student_is_anchored_at_zero():
     system = FlowMatchingODE(GaussianMixtureVelocity(ring_mixture()), (2,), t_max=1.0, t_min=0.1)
-    model = BoundaryTrajectory.for_system(MLP((2,), 32, 1), system)
+    model = FlowMap.for_system(MLP((2,), 32, 1), system, two_times=False)
     assert model.param == Parametrisation.plain(0.0)
     t = torch.tensor([1.0, 0.5, 0.1])
     torch.testing.assert_close(model.weight(t), t)  # x = t z + (1 - t) F

@@ -7,7 +7,7 @@ import torch
 
 from odedistill import (
     MLP,
-    BoundaryTrajectory,
+    FlowMap,
     LinearODE,
     Parametrisation,
     karras_grid,
@@ -83,7 +83,7 @@ def test_central_uses_one_sided_stencils_at_the_ends():
 def test_gradients_reach_every_parameter(name, fused):
     torch.manual_seed(0)
     system = LinearODE()
-    model = BoundaryTrajectory.for_system(MLP((2,), width=32, depth=2), system)
+    model = FlowMap.for_system(MLP((2,), width=32, depth=2), system, two_times=False)
     grid = karras_grid(20, system.t_start, system.t_end)
     z = system.sample_initial(16)
     idx = torch.randint(0, 20, (16,))
@@ -98,7 +98,7 @@ def test_gradients_reach_every_parameter(name, fused):
 def test_fused_equals_separate(name):
     torch.manual_seed(0)
     system = LinearODE()
-    model = BoundaryTrajectory.for_system(MLP((2,), width=32, depth=2), system).double()
+    model = FlowMap.for_system(MLP((2,), width=32, depth=2), system, two_times=False).double()
     grid = karras_grid(20, system.t_start, system.t_end)
     z = system.sample_initial(16, dtype=torch.float64)
     idx = torch.randint(0, 20, (16,))
@@ -118,7 +118,7 @@ def test_autodiff_through_attention_student():
 
     torch.manual_seed(0)
     net = SmallUNet((1, 8, 8), channels=8, channel_mult=(1, 2), attention=True)
-    model = BoundaryTrajectory(net, 80.0, 0.002, Parametrisation.edm(0.5))
+    model = FlowMap(net, 80.0, 0.002, Parametrisation.edm(0.5), two_times=False)
     assert model.c_in == 1 / math.sqrt(80**2 + 0.25)
     grid = karras_grid(10, 80.0, 0.002)
     z = torch.randn(3, 1, 8, 8) * 80

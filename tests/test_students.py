@@ -119,3 +119,74 @@ def test_a_vp_teacher_supplies_its_own_time_input(tmp_path):
         F_student = student.net(u, student.c_noise(t32))
         F_teacher = D.model(u, D.coefficients(t32).c_noise)
     torch.testing.assert_close(F_student, F_teacher, rtol=0, atol=0)
+
+
+def _pid_formula(net, param, t_start, z, t, cond):
+    """PID's one-time student written out: w(t) z + (1 − w(t)) F(c_in(t_start) z, c_noise(t)),
+    w(t) = (t − t_anchor)/(t_start − t_anchor) with Python-float constants."""
+    c_in = param.c_in.at(t_start)
+    assert isinstance(c_in, float)
+    a = float(param.t_anchor)
+    F = net(c_in * z, param.c_noise(t), class_labels=cond)
+    w = (t - a) / (float(t_start) - a)
+    w = w.reshape(-1, *[1] * (z.ndim - 1)).to(F.dtype)
+    return w * z + (1 - w) * F
+
+
+@pytest.mark.parametrize("system", ["probability_flow", "flow_matching", "linear", "vp"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_pid_student_is_pids_formula_bit_for_bit(system, dtype):
+    """The 'pid' kind's student (a FlowMap with one time input) computes exactly the arithmetic
+    of PID's formula, so a PID run trains bit for bit as before flow maps shared its class."""
+    from odedistill.kinds import STUDENTS
+    from odedistill.models.flowmap import default_parametrisation
+    from odedistill.models.nets import MLP, SmallUNet
+    from odedistill.models.parametrisation import Parametrisation, RootScale
+
+    torch.manual_seed(0)
+    mixture = odedistill.ring_mixture()
+    if system == "flow_matching":
+        sys_ = odedistill.FlowMatchingODE(odedistill.GaussianMixtureVelocity(mixture), (2,))
+    elif system == "linear":
+        sys_ = odedistill.LinearODE()
+    else:
+        sys_ = odedistill.ProbabilityFlowODE(odedistill.digits_mixture(16), (1, 8, 8))
+    image = sys_.is_image
+    net = SmallUNet((1, 8, 8), channels=8, label_dim=3) if image else MLP((2,), 32, 2)
+    param = default_parametrisation(sys_)
+    if system == "vp":  # a teacher-supplied parametrisation: VP input scale and time input
+        param = Parametrisation(0.0, RootScale(1.0), VPNoise(19.9, 0.1, 1000))
+    for p in net.parameters():  # trained-looking weights, not the zero-initialised output
+        p.data += 0.1 * torch.randn_like(p)
+    model = STUDENTS.get("pid").build(net, sys_, param, None).to(dtype)
+    g = torch.Generator().manual_seed(1)
+    z = sys_.sample_initial(6, g).to(dtype)
+    t = torch.linspace(sys_.t_start, sys_.t_end, 6, dtype=dtype)
+    cond = torch.eye(3, dtype=dtype)[torch.tensor([0, 1, 2, 0, 1, 2])] if image else None
+    with torch.no_grad():
+        assert torch.equal(model(z, t, cond), _pid_formula(net, param, sys_.t_start, z, t, cond))
+    assert not model.multi_step and "multi_step" not in STUDENTS.get("pid").capabilities
+
+
+def test_a_checkpoint_names_its_student_kind_and_old_names_still_read(tiny_recipe):
+    """The spec says 'pid' or 'flowmap'; a spec of an older checkpoint ('boundary') is 'pid'."""
+    from odedistill.infra.students import rebuild_student
+
+    for kind in ("pid", "flowmap"):
+        session = build_session(load_config(tiny_recipe, [f"student.kind={kind}"]))
+        spec = session.student_spec
+        assert spec["trajectory"] == kind
+        model = rebuild_student(spec)
+        assert model.multi_step == (kind == "flowmap")
+        model.load_state_dict(session.model.state_dict())
+        z = session.system.sample_initial(4, torch.Generator().manual_seed(0))
+        t = torch.full((4,), session.system.t_end)
+        with torch.no_grad():
+            assert torch.equal(model(z, t), session.model(z, t))
+        if kind == "pid":
+            old = rebuild_student({**spec, "trajectory": "boundary"})
+            old.load_state_dict(session.model.state_dict())
+            with torch.no_grad():
+                assert torch.equal(old(z, t), session.model(z, t))
+    with pytest.raises(odedistill.UserError, match="unknown student kind 'boundry'"):
+        rebuild_student({**spec, "trajectory": "boundry"})

@@ -14,6 +14,7 @@ from torch import nn
 
 from odedistill.errors import UserError
 from odedistill.infra.recipes import check_field
+from odedistill.kinds import STUDENTS
 from odedistill.systems.base import ODESystem
 
 #: distill()'s arguments and the recipe fields they set
@@ -82,8 +83,9 @@ def check_distill_args(args: dict[str, Any], fn: str = "distill") -> None:
             check_field(key, value)
         except UserError as e:
             raise UserError(f"{fn}(): {str(e).replace(repr(key), repr(name), 1)}") from None
-    if "student" in args and args["student"] not in ("pid", "flowmap", "auto"):
-        raise UserError(f"{fn}(student={args['student']!r}): use 'pid', 'flowmap' or 'auto'")
+    if "student" in args and args["student"] not in (*STUDENTS.names(), "auto"):
+        names = ", ".join(repr(n) for n in STUDENTS.names())
+        raise UserError(f"{fn}(student={args['student']!r}): use {names} or 'auto'")
     steps = args.get("steps", 1)
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 10_000:
         raise UserError(f"{fn}(): 'steps' must be an integer from 1 to 10000, got {steps!r}")

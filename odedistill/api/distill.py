@@ -20,6 +20,7 @@ from odedistill.api.checks import check_distill_args
 from odedistill.errors import AccuracyWarning
 from odedistill.infra.build import build_session
 from odedistill.infra.recipes import from_dict
+from odedistill.kinds import STUDENTS
 from odedistill.models.base import TrajectoryModel
 from odedistill.systems.base import ODESystem
 from odedistill.systems.probability_flow import ProbabilityFlowODE
@@ -129,13 +130,14 @@ def distill(
         N = 100 if network else 65
     if validate_every is None:
         validate_every = 0 if system.is_image else 100
-    flowmap = student == "flowmap"
+    kind = STUDENTS.get(student)
+    flowmap = "multi_step" in kind.capabilities
     K = steps if flowmap else 1
     cfg = from_dict(
         {
             "run": {"seed": seed, "device": device},
             "student": {
-                "kind": "flowmap" if flowmap else "pid",
+                "kind": student,
                 "net": "unet" if system.is_image else "mlp",
                 "width": width,
                 "depth": depth,
@@ -147,7 +149,7 @@ def distill(
             "scheme": {"kind": scheme, "N": N, "grid": grid, "rho": rho, "times": times},
             "loss": {
                 "distance": distance,
-                "causal_eps": 0.0 if flowmap else causal_eps,
+                "causal_eps": causal_eps if "causal" in kind.capabilities else 0.0,
                 "target_grad": target_grad,
             },
             "optim": {

@@ -17,8 +17,9 @@ from odedistill.evaluation.features import FIDScorer, default_seeds
 from odedistill.evaluation.fid import fid_from_stats, load_ref
 from odedistill.evaluation.pictures import plot_fid_curve
 from odedistill.infra.build import Session
+from odedistill.kinds import STUDENTS
 from odedistill.models.base import TrajectoryModel
-from odedistill.models.flowmap import FlowMap, sample_times
+from odedistill.models.flowmap import sample_times
 from odedistill.sampling.samplers import SolverSampler, StudentSampler
 
 FID_PLOT = "fid_vs_nfe.png"
@@ -46,7 +47,7 @@ def fid_table(
     )
     t0 = time.process_time()
     students: dict[str, float] = {}
-    steps = [1, *cfg.student.options.steps] if isinstance(model, FlowMap) else [1]
+    steps = STUDENTS.get(cfg.student.kind).eval_steps(cfg.student.options) or [1]
     colloc = session.grid.double().cpu()
     for K in steps:
         times = None if K == 1 else sample_times(colloc, K)

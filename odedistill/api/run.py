@@ -23,6 +23,7 @@ from odedistill.infra.checkpoint import latest_checkpoint
 from odedistill.infra.devices import resolve_device
 from odedistill.infra.recipes import to_toml
 from odedistill.infra.rundir import RunLock, check_writable_file, prepare_run, write_run_config
+from odedistill.kinds import STUDENTS
 from odedistill.sampling.samplers import StudentSampler
 from odedistill.training.trainer import Hook, Trainer
 from odedistill.training.validation import shortfall
@@ -202,8 +203,8 @@ def _train_and_evaluate(
             + (f", tol {summary['tol']:g} met: {summary['met']}" if summary["tol"] else "")
         )
         if summary["tol"] > 0 and not summary["met"]:
-            flowmap = cfg.student.kind == "flowmap"
-            warnings.warn(shortfall(summary, flowmap=flowmap), AccuracyWarning, stacklevel=2)
+            multi = "multi_step" in STUDENTS.get(cfg.student.kind).capabilities
+            warnings.warn(shortfall(summary, flowmap=multi), AccuracyWarning, stacklevel=2)
     if not cfg.eval.enabled or not env.is_main:
         return None
     report = finish_run(session, run_dir, console, summary)

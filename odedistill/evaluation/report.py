@@ -15,6 +15,7 @@ from odedistill.evaluation.endpoints import teacher_endpoints, teacher_key
 from odedistill.evaluation.metrics import relative_error, sliced_w1
 from odedistill.grids import make_grid
 from odedistill.infra.config import Config
+from odedistill.kinds import STUDENTS
 from odedistill.models.base import TrajectoryModel
 from odedistill.models.flowmap import FlowMap, sample_times
 from odedistill.solvers import euler, heun, heun_nfe, solve_reference
@@ -150,15 +151,15 @@ def evaluate(
         if name != chosen:
             continue
         outputs["student"] = x
-        if isinstance(model, FlowMap):
-            for K in [1, *cfg.student.options.steps]:
-                times = sample_times(colloc, K)
-                xK = model.sample(z.float().to(dev), c, K, times).double().cpu()
-                samplers[f"student@{K}"] = {**entry(xK, K), "times": times}
-                outputs[f"student@{K}"] = xK
-            extra["flow_map"] = flow_map_errors(
-                model, system, z, cond, colloc, cfg.student.options.steps
-            )
+        kind, options = STUDENTS.get(cfg.student.kind), cfg.student.options
+        steps = kind.eval_steps(options)
+        for K in steps:
+            times = sample_times(colloc, K)
+            xK = model.sample(z.float().to(dev), c, K, times).double().cpu()
+            samplers[f"student@{K}"] = {**entry(xK, K), "times": times}
+            outputs[f"student@{K}"] = xK
+        if "two_times" in kind.capabilities:
+            extra["flow_map"] = flow_map_errors(model, system, z, cond, colloc, steps)
     samplers[f"teacher_euler_{N - 1}"] = entry(euler(system, z, colloc, cond), N - 1)
     for nfe in e.nfe:
         g = make_grid(cfg.scheme.grid, nfe + 1, system.t_start, system.t_end, cfg.scheme.rho)

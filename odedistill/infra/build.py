@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from odedistill.distances import Distance, make_distance
-from odedistill.errors import UserError
 from odedistill.grids import make_grid
 from odedistill.infra.config import Config
 from odedistill.infra.devices import resolve_device
@@ -23,13 +22,12 @@ from odedistill.infra.registries import (
     build_system,
     build_teacher,
 )
+from odedistill.kinds import STUDENTS
 from odedistill.models.base import TrajectoryModel
-from odedistill.models.boundary import BoundaryTrajectory, default_parametrisation
-from odedistill.models.flowmap import FlowMap
+from odedistill.models.flowmap import default_parametrisation
 from odedistill.models.parametrisation import Parametrisation
 from odedistill.schemes import ResidualScheme, make_scheme
 from odedistill.systems.base import ODESystem
-from odedistill.systems.probability_flow import ProbabilityFlowODE
 from odedistill.systems.probe import check_system
 
 
@@ -67,8 +65,8 @@ def student_spec(
     )
     return {
         "format": "odedistill-student-1",
-        "trajectory": "flowmap" if isinstance(model, FlowMap) else "boundary",
-        "skip_sigma_data": getattr(model, "skip_sigma_data", None),
+        "trajectory": cfg.student.kind,
+        **STUDENTS.get(cfg.student.kind).spec(model),
         "network": net_spec,
         "parametrisation": model.param.to_dict(),
         "t_start": model.t_start,
@@ -119,31 +117,13 @@ def build_session(
     )
 
 
-def skip_sigma_data(cfg: Config, system: ODESystem) -> float | None:
-    """σ_d of a flow map's skip scaling (``student.skip``), or None for the plain map."""
-    mode = cfg.student.options.skip
-    if mode == "none":
-        return None
-    if isinstance(system, ProbabilityFlowODE):
-        return system.sigma_data
-    if mode == "edm":
-        raise UserError(
-            "student.skip = 'edm' uses the probability-flow ODE's sigma_data; this system is "
-            f"{type(system).__name__}: use 'auto' or 'none'"
-        )
-    return None
-
-
 def wrap_student(
     cfg: Config, net: nn.Module, system: ODESystem, param: Parametrisation | None
 ) -> TrajectoryModel:
-    """The student around ``net``: PID's trajectory or a flow map (``student.kind``)."""
+    """The student around ``net``, as its kind (``student.kind``) wraps it."""
     param = param or default_parametrisation(system)
-    if cfg.student.kind == "flowmap":
-        sigma = skip_sigma_data(cfg, system)
-        model: TrajectoryModel = FlowMap(net, system.t_start, system.t_end, param, sigma)
-    else:
-        model = BoundaryTrajectory(net, system.t_start, system.t_end, param)
+    kind = STUDENTS.get(cfg.student.kind)
+    model = kind.build(net, system, param, cfg.student.options)
     model.state_shape = tuple(system.state_shape)
     return model
 

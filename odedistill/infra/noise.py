@@ -9,13 +9,14 @@ draw, concatenated): that is how tests compare one process with a process group.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from odedistill.errors import UserError
 from odedistill.infra import distributed
+from odedistill.kinds.base import Indices
 from odedistill.systems.base import ODESystem
 
 NOISE_SEED_OFFSET = 0x5EED
@@ -26,29 +27,16 @@ def noise_generator(seed: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed + NOISE_SEED_OFFSET + stream)
 
 
-Indices = Callable[[int, int, torch.Generator], tuple[torch.Tensor, ...]]
-
-
-def pid_indices(N: int, n: int, gen: torch.Generator) -> tuple[torch.Tensor]:
-    """PID's collocation indices i ~ U{0 … N−1}, one per sample."""
-    return (torch.randint(0, N, (n,), generator=gen),)
-
-
-def continuous_indices(N: int, n: int, gen: torch.Generator) -> tuple[torch.Tensor]:
-    """Continuous collocation positions u ~ U[0, N − 1] (float64), one per sample: the times
-    ``odedistill.grids.times_at(grid, u)``."""
-    return (torch.rand(n, generator=gen, dtype=torch.float64) * (N - 1),)
-
-
 def draw_batch(
     system: ODESystem,
     N: int,
     batch: int,
     gen: torch.Generator,
     device: torch.device,
-    indices: Indices = pid_indices,
+    indices: Indices,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor | None]:
-    """z, the objective's collocation indices and the conditions, from one noise stream."""
+    """z, the objective's collocation indices (as the student kind draws them) and the
+    conditions, from one noise stream."""
     z = system.sample_initial(batch, gen)
     idx = indices(N, batch, gen)
     cond = system.sample_condition(batch, gen)
@@ -82,7 +70,7 @@ class NoiseStreams:
         self.generators = [noise_generator(seed, r) for r in self.streams]
 
     def draw(
-        self, system: ODESystem, N: int, device: torch.device, indices: Indices = pid_indices
+        self, system: ODESystem, N: int, device: torch.device, indices: Indices
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor | None]:
         """This process's share of one batch: its streams' draws, concatenated in stream order."""
         parts = [

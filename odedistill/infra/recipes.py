@@ -147,6 +147,11 @@ def from_dict(raw: dict[str, Any], source: str = "recipe") -> Config:
         raise UserError(f"{source}: expected a table of sections")
     sections: dict[str, Any] = {}
     for sname, body in raw.items():
+        if sname == "flowmap":
+            raise UserError(
+                f"{source}: the flow map's fields belong to [student] (student.kind = "
+                "'flowmap'): move the keys of [flowmap] under [student]"
+            )
         if sname not in SECTIONS:
             raise UserError(
                 f"{source}: unknown section '[{sname}]'" + _closest(sname, list(SECTIONS))
@@ -177,7 +182,10 @@ def _section(sname: str, body: dict[str, Any], source: str) -> Any:
         kind = _coerce(
             f"{sname}.kind", body.get("kind", kind_field.default()), str, kind_field.meta
         )
-    chosen = {f.name: f for f in section_fields(sname, cls, kind)}
+    fields = section_fields(sname, cls, kind)
+    chosen = {f.name: f for f in fields}
+    if len(chosen) < len(fields):  # a kind's field repeats one of the section's
+        raise TypeError(f"{sname}.kind {kind!r} declares a field that [{sname}] has itself")
     others = {f.name: f for f in reversed(everything)}
     kwargs, options = {}, {}
     for key, value in body.items():

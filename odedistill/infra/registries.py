@@ -18,7 +18,8 @@ from torch import nn
 
 from odedistill.errors import UserError
 from odedistill.infra.user_systems import SystemKind, SystemRegistry, construct
-from odedistill.models.boundary import default_parametrisation
+from odedistill.kinds import STUDENTS
+from odedistill.models.flowmap import default_parametrisation
 from odedistill.models.nets import MLP, SmallUNet
 from odedistill.models.parametrisation import Parametrisation, UnitTime
 from odedistill.registry import Registry
@@ -231,10 +232,10 @@ NETWORKS: Registry[Callable[[Config, ODESystem, Teacher | None], StudentNet]] = 
 )
 
 
-def _two_times(cfg: Config) -> dict[str, bool]:
-    """The constructor keyword of a flow map's second time input (none for a PID student, so
-    its stored arguments stay those of the one-time network)."""
-    return {"two_times": True} if cfg.student.kind == "flowmap" else {}
+def _kind_net_kwargs(cfg: Config) -> dict[str, Any]:
+    """The student kind's extra constructor arguments of its network (a flow map's second time
+    input; none for a PID student, so its stored arguments stay those of the one-time network)."""
+    return STUDENTS.get(cfg.student.kind).net_kwargs(cfg.student.options)
 
 
 def _mlp(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet:
@@ -244,7 +245,7 @@ def _mlp(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet:
         width=st.width,
         depth=st.depth,
         label_dim=system.label_dim,
-        **_two_times(cfg),
+        **_kind_net_kwargs(cfg),
     )
     param = None
     if st.time == "unit":
@@ -275,7 +276,7 @@ def _unet(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet
         blocks=st.blocks,
         attention=st.attention,
         label_dim=system.label_dim,
-        **_two_times(cfg),
+        **_kind_net_kwargs(cfg),
     )
     return StudentNet(SmallUNet(**kwargs), {"class": "SmallUNet", "kwargs": kwargs})
 
@@ -315,17 +316,18 @@ def _teacher_copy(cfg: Config, system: ODESystem, teacher: Teacher | None) -> St
             "diffusers teacher has (teacher.kind = 'edm', 'edm_random' or 'diffusers'); use "
             "student.net = 'mlp' or 'unet'"
         )
-    if _two_times(cfg) and D.model_type not in EDM_NETWORKS:
+    extra = _kind_net_kwargs(cfg)
+    if extra and D.model_type not in EDM_NETWORKS:
         raise UserError(
-            f"student.kind = 'flowmap' needs a second time input, which the {D.model_type} "
+            f"student.kind = '{cfg.student.kind}' needs a second time input, which the {D.model_type} "
             "copy does not have; use an EDM teacher, or student.net = 'unet' with this teacher"
         )
-    kwargs = {**D.model_kwargs, "dropout": st.dropout, **_two_times(cfg)}
+    kwargs = {**D.model_kwargs, "dropout": st.dropout, **extra}
     device = next(D.model.parameters()).device
-    if st.init == "teacher" and not _two_times(cfg):
+    if st.init == "teacher" and not extra:
         net = copy.deepcopy(D.model)
     elif st.init == "teacher":  # the teacher's weights, and a source-time branch that starts at 0
-        net = EDM_NETWORKS[D.model_type](**D.model_kwargs, two_times=True).to(device)
+        net = EDM_NETWORKS[D.model_type](**D.model_kwargs, **extra).to(device)
         missing, unexpected = net.load_state_dict(D.model.state_dict(), strict=False)
         assert not unexpected and all(k.startswith("second_time.") for k in missing)
     else:

@@ -84,17 +84,6 @@ def section_fields(section: str, cls: type, kind: str | None = None) -> list[Fie
     return out
 
 
-def kind_field_clash(section: str, cls: type) -> str | None:
-    """A kind's field that repeats one of the section's own (refused at registration)."""
-    own = {f.name for f in _fields(section, cls, None)}
-    registry = kinds_of(cls)
-    for name in registry.names() if registry is not None else []:
-        for f in _fields(section, registry.get(name).config, name):
-            if f.name in own:
-                return f"{section}.kind {name!r} declares '{f.key}', a field of [{section}]"
-    return None
-
-
 def flat(section: Any) -> dict[str, Any]:
     """A section as one table: its own fields and, for a kinded section, its kind's."""
     body = {

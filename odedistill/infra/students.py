@@ -30,9 +30,9 @@ from odedistill.infra.devices import resolve_device
 from odedistill.infra.recipes import from_dict
 from odedistill.infra.registries import SYSTEMS, TEACHER_NETWORKS, Teacher
 from odedistill.infra.user_systems import USER_KIND
+from odedistill.kinds import STUDENTS
 from odedistill.models.base import TrajectoryModel
-from odedistill.models.boundary import BoundaryTrajectory
-from odedistill.models.flowmap import FlowMap, sample_times
+from odedistill.models.flowmap import sample_times
 from odedistill.models.nets import MLP, SmallUNet
 from odedistill.models.parametrisation import Parametrisation
 from odedistill.systems.base import ODESystem
@@ -195,19 +195,19 @@ def rebuild_system(
     return kind.build(cfg, shapes if kind.needs_teacher else None)
 
 
+#: student kinds under the names older checkpoints gave them
+OLD_KIND_NAMES = {"boundary": "pid"}
+
+
 def rebuild_student(spec: dict[str, Any], where: str = "student") -> TrajectoryModel:
     """A student of the described kind, architecture and parametrisation, with fresh weights."""
-    kind = spec.get("trajectory")
-    if kind not in ("boundary", "flowmap"):
-        raise UserError(f"{where}: unknown trajectory kind {kind!r}")
+    name = spec.get("trajectory")
+    name = OLD_KIND_NAMES.get(name, name) if isinstance(name, str) else name
+    if name not in STUDENTS:
+        raise UserError(f"{where}: unknown student kind {name!r}{STUDENTS.suggest(str(name))}")
     param = Parametrisation.from_dict(spec["parametrisation"])
     net = rebuild_network(spec, where)
-    if kind == "flowmap":
-        model: TrajectoryModel = FlowMap(
-            net, spec["t_start"], spec["t_end"], param, spec.get("skip_sigma_data")
-        )
-    else:
-        model = BoundaryTrajectory(net, spec["t_start"], spec["t_end"], param)
+    model = STUDENTS.get(name).rebuild(net, spec, param)
     model.state_shape = tuple(int(n) for n in spec["state_shape"])
     return model
 

@@ -12,7 +12,6 @@ validated config as a plain object and never imports the assembly.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -20,11 +19,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from odedistill.loss import Autocast
+
 #: how a noise stream draws a batch's objective indices: (N, n, generator) -> tensors
 Indices = Callable[[int, int, torch.Generator], tuple[torch.Tensor, ...]]
-
-#: a fresh autocast context for the networks' forward passes (the residual stays float32)
-Autocast = Callable[[], contextlib.AbstractContextManager]
 
 
 @dataclass
@@ -59,7 +57,8 @@ class ObjectiveParts:
 
     ``ema`` is the first EMA copy of the student (None without EMAs); ``autocast`` opens the
     run's precision around the networks' forward passes; ``through`` lets the gradient through
-    the residual's target f(x, t); ``causal_eps`` is ``loss.causal_eps``.
+    the residual's target f(x, t); ``causal_eps`` is ``loss.causal_eps``; ``continuous``:
+    collocation times anywhere along the grid (``scheme.times``).
     """
 
     model: nn.Module
@@ -67,6 +66,7 @@ class ObjectiveParts:
     scheme: Any
     distance: Any
     grid: torch.Tensor
+    device: torch.device
     autocast: Autocast
     ema: nn.Module | None = None
     through: bool = False

@@ -64,6 +64,8 @@ class TrajectoryModel(nn.Module):
     t_end: float
     #: the shape of one state and the number of classes, where the builder records them
     state_shape: tuple[int, ...] | None = None
+    #: whether the student samples in several jumps (``sample(z, steps=K)``)
+    multi_step: bool = False
 
     def sample_inputs(
         self, z: object, cond: object = None
@@ -126,8 +128,8 @@ class TrajectoryModel(nn.Module):
         """The times t_start … t_end of a ``steps``-jump sample (a trajectory: one jump only)."""
         if steps != 1 or (times is not None and len(times) != 2):
             raise UserError(
-                f"{type(self).__name__} is a one-time student x(z, t): it samples in one step "
-                "only; train a flow map (student.kind = 'flowmap') to sample in several"
+                "this is a one-time student x(z, t): it samples in one step only; a two-time "
+                "flow map X(x_s, s, t) samples in several"
             )
         return [self.t_start, self.t_end]
 

@@ -4,7 +4,9 @@
     F(x_s, s, t) = a(s)·x_s + b(s)·NN(c_in(s)·x_s, c_noise(t), c_noise(s), cond)
 
 X(x, s, s) = x holds exactly for every s and every weight. With s = t_start, a = 0 and b = 1
-this is PID's student x(z, t). The optional skip scaling takes EDM's preconditioning,
+this is PID's student x(z, t) = w(t)·z + (1 − w(t))·NN(c_in(t_start)·z, c_noise(t), cond): a
+one-time flow map (``two_times=False``) is that student, its network without the second time
+input, and samples in one jump only. The optional skip scaling takes EDM's preconditioning,
 shifted to leave s = t_start alone: a(s) = c_skip(s) − c_skip(T), b(s) = c_out(s)/c_out(T),
 c_skip(s) = σ_d²/(s² + σ_d²), c_out(s) = s·σ_d/√(s² + σ_d²); from a small s the map is then
 the identity plus a small learned correction, which is what the ODE does there.
@@ -23,16 +25,42 @@ from odedistill._tensor import append_dims
 from odedistill.errors import UserError
 from odedistill.models.base import Path, TrajectoryModel
 from odedistill.models.parametrisation import Parametrisation
+from odedistill.systems.base import ODESystem
+from odedistill.systems.flow_matching import FlowMatchingODE
+from odedistill.systems.probability_flow import ProbabilityFlowODE
+
+
+def default_parametrisation(system: ODESystem) -> Parametrisation:
+    """The student's default wrapping of its network, by system type.
+
+    - probability-flow ODE: PID's (anchor 0, c_in = 1/√(σ_d² + T²), c_noise = ln(t)/4);
+    - flow-matching ODE: anchor 0 (x(z, t) = (t/t_max) z + (1 − t/t_max) F, the
+      interpolation with F in the place of x_0), z unscaled, c_noise = t;
+    - any other system: plain (anchor at t_end, c_in = 1, c_noise = t).
+
+    A student that copies a teacher's network takes the teacher's instead (its
+    preconditioner's ``parametrisation()``).
+    """
+    if isinstance(system, ProbabilityFlowODE):
+        return Parametrisation.edm(system.sigma_data)
+    if isinstance(system, FlowMatchingODE):
+        return Parametrisation.plain(0.0)
+    return Parametrisation.plain(system.t_end)
 
 
 class FlowMap(TrajectoryModel):
-    """Wrap a two-time network ``NN(x, c_noise_t, class_labels=None, noise_labels_s=c_noise_s)``.
+    """Wrap a two-time network ``NN(x, c_noise_t, class_labels=None, noise_labels_s=c_noise_s)``,
+    or a one-time network ``NN(x, c_noise_t, class_labels=None)`` (``two_times=False``).
 
     Args:
-        net: the network; it takes the source time's embedding input as ``noise_labels_s``.
+        net: the network; with two times it takes the source time's embedding input as
+            ``noise_labels_s``.
         t_start, t_end: the system's interval (the map goes from larger to smaller |t - t_end|).
         param: anchor, input scale c_in(s) and time input c_noise (``Parametrisation``).
         skip_sigma_data: σ_d of the skip scaling (None: a = 0, b = 1, the plain map).
+        two_times: False for PID's one-time student x(z, t) = X(z, t_start, t), whose arithmetic
+            is w(t) = (t − t_anchor)/(t_start − t_anchor) with Python-float constants and
+            c_in(t_start) a Python float.
     """
 
     def __init__(
@@ -42,6 +70,8 @@ class FlowMap(TrajectoryModel):
         t_end: float,
         param: Parametrisation,
         skip_sigma_data: float | None = None,
+        *,
+        two_times: bool = True,
     ) -> None:
         super().__init__()
         self.net = net
@@ -50,7 +80,41 @@ class FlowMap(TrajectoryModel):
         self.t_anchor = float(param.t_anchor)
         if self.t_anchor == self.t_start:
             raise ValueError("t_anchor must differ from t_start")
+        self.two_times = bool(two_times)
+        if not self.two_times and skip_sigma_data is not None:
+            raise ValueError(
+                "a one-time flow map starts at t_start, where a = 0 and b = 1: no skip"
+            )
         self.skip_sigma_data = None if skip_sigma_data is None else float(skip_sigma_data)
+        self.c_in = param.c_in.at(self.t_start)
+
+    @classmethod
+    def for_system(
+        cls,
+        net: nn.Module,
+        system: ODESystem,
+        param: Parametrisation | None = None,
+        skip_sigma_data: float | None = None,
+        *,
+        two_times: bool = True,
+    ) -> FlowMap:
+        """The flow map of ``system`` around ``net`` (default parametrisation unless given);
+        ``two_times=False``: PID's one-time student x(z, t)."""
+        param = param or default_parametrisation(system)
+        return cls(net, system.t_start, system.t_end, param, skip_sigma_data, two_times=two_times)
+
+    def c_noise(self, t: torch.Tensor) -> torch.Tensor:
+        """The network's time input c_noise(t)."""
+        return self.param.c_noise(t)
+
+    def weight(self, t: torch.Tensor) -> torch.Tensor:
+        """w(t) = (t − t_anchor)/(t_start − t_anchor): the weight of z in x(z, t) from t_start."""
+        return (t - self.t_anchor) / (self.t_start - self.t_anchor)
+
+    @property
+    def multi_step(self) -> bool:
+        """Whether the map jumps from any time s (and samples in several jumps)."""
+        return self.two_times
 
     def skip(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(a(s), b(s)) in float64; (0, 1) at s = t_start exactly."""
@@ -74,6 +138,8 @@ class FlowMap(TrajectoryModel):
         cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """X(x_s, s, t) for per-sample times s and t (B,)."""
+        if not self.two_times:
+            raise ValueError("a one-time flow map jumps from t_start only: call it as x(z, t)")
         c_in = self.param.c_in(s.double()).to(x_s.dtype)
         F_x = self.net(
             append_dims(c_in, x_s.ndim) * x_s,
@@ -96,6 +162,10 @@ class FlowMap(TrajectoryModel):
         self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
     ) -> torch.Tensor:
         """X(z, t_start, t): the flow map's jump from the initial state (PID's student)."""
+        if not self.two_times:
+            F_x = self.net(self.c_in * z, self.c_noise(t), class_labels=cond)
+            w = append_dims(self.weight(t), z.ndim).to(F_x.dtype)
+            return w * z + (1 - w) * F_x
         return self.transport(z, torch.full_like(t, self.t_start), t, cond)
 
     def path_from(
@@ -109,8 +179,10 @@ class FlowMap(TrajectoryModel):
 
         Without ``times`` the K jumps are of equal length; ``sample_times(grid, K)`` gives the
         times of K steps on the collocation grid the map was trained on (the same on a
-        uniform grid when K divides N − 1).
+        uniform grid when K divides N − 1). A one-time map samples in one jump only.
         """
+        if not self.two_times:
+            return super().sample_steps(steps, times)
         if times is None:
             if steps < 1:
                 raise UserError(f"a flow map samples in steps >= 1, got {steps}")
@@ -121,6 +193,8 @@ class FlowMap(TrajectoryModel):
 
     def jumps(self, z: torch.Tensor, cond: torch.Tensor | None, times: list[float]) -> torch.Tensor:
         """K-step sample: x_{k+1} = X(x_k, s_k, s_{k+1}) over ``times``."""
+        if not self.two_times:
+            return super().jumps(z, cond, times)
         x = z
         for s_k, s_next in zip(times[:-1], times[1:], strict=True):
             x = self.transport(x, self._full(s_k, x), self._full(s_next, x), cond)
@@ -130,6 +204,9 @@ class FlowMap(TrajectoryModel):
         self, z: torch.Tensor, cond: torch.Tensor | None, times: list[float]
     ) -> Iterator[tuple[Path, float, float]]:
         """The K jumps' paths t ↦ X(x_k, s_k, t) on [s_k, s_{k+1}], each from the last's end."""
+        if not self.two_times:
+            yield from super().pieces(z, cond, times)
+            return
         x = z
         for s_k, s_next in zip(times[:-1], times[1:], strict=True):
             yield self.path_from(x, self._full(s_k, x), cond), s_k, s_next

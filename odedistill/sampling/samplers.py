@@ -12,7 +12,7 @@ from odedistill.errors import UserError
 from odedistill.grids import make_grid
 from odedistill.infra.seeds import Samples, SeedNoise, SeedSampler, draw_labels
 from odedistill.models.base import TrajectoryModel, output_problem
-from odedistill.models.flowmap import FlowMap, check_times
+from odedistill.models.flowmap import check_times
 from odedistill.solvers import edm_sampler, euler, heun
 from odedistill.systems.base import ODESystem
 from odedistill.systems.probability_flow import ProbabilityFlowODE
@@ -61,7 +61,7 @@ class StudentSampler(SeedSampler):
         self.description = f"student, {self.steps} step{'s' if self.steps > 1 else ''}"
         if times is not None:
             check_times(times, model.t_start, model.t_end)  # before any sampling
-        if self.steps > 1 and not isinstance(model, FlowMap):
+        if self.steps > 1 and not model.multi_step:
             raise UserError(
                 f"this run's student is a one-time PID student: it samples in one step only, "
                 f"not {self.steps} (--steps counts a flow map's steps, or a --teacher's Heun "

@@ -75,7 +75,7 @@ class FlowMatchingODE(ODESystem):
     is measured on the predicted data: ``to_target(x, t, v) = x − t·v``, whose teacher value
     is ``x − t·v_teacher(x, t)``.
 
-    The default student (``odedistill.models.boundary.default_parametrisation``) is anchored
+    The default student (``odedistill.models.flowmap.default_parametrisation``) is anchored
     at t = 0: x(z, t) = (t/t_max)·z + (1 − t/t_max)·F, which at t_max = 1 is the
     interpolation itself with F in the place of x_0; F sees z unscaled and the time t.
 

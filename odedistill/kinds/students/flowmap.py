@@ -1,13 +1,34 @@
-"""The flow-map student (``student.kind = "flowmap"``): X(x_s, s, t), sampled in 1 or more jumps."""
+"""The flow-map student (``student.kind = "flowmap"``): X(x_s, s, t), sampled in 1 or more jumps.
+
+Trained with the Lagrangian PID residual, data-free, from the student's own jumps. For a
+source (x_s, s = t_k) and a target index i ≥ k the residual is PID's along the path
+t ↦ X(x_s, s, t) (``odedistill.residual_loss``, any scheme). A fraction p_T of each batch keeps
+s = t_start: the plain PID term. The other rows draw k from the inner points of the K-step
+sub-grids the map is trained for and i up to the next point a sampler jumps to from there
+(or both uniformly), and take x_s = sg X_θ(z, t_start, s): the student's own jump from noise
+(or the EMA's, or the teacher's Euler steps along the grid).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+from torch import nn
+
+from odedistill.distances import Distance
 from odedistill.errors import UserError
 from odedistill.fields import _f
-from odedistill.kinds.base import StudentKind
+from odedistill.kinds.base import Indices, ObjectiveParts, StudentKind
+from odedistill.loss import Autocast, residual_loss
+from odedistill.models.flowmap import FlowMap, subgrid
+from odedistill.models.parametrisation import Parametrisation
+from odedistill.schemes.base import ResidualScheme
+from odedistill.solvers import euler
+from odedistill.systems.base import ODESystem
+from odedistill.systems.probability_flow import ProbabilityFlowODE
 
 
 @dataclass
@@ -40,13 +61,141 @@ class FlowMapConfig:
     )
 
 
+def sampler_jumps(N: int, steps: Sequence[int]) -> dict[int, int]:
+    """Inner points k of the K-step sub-grids and the farthest next point any of them jumps to."""
+    horizon: dict[int, int] = {}
+    for K in steps:
+        g = subgrid(torch.empty(N), K)
+        for a, b in zip(g[1:-1], g[2:], strict=True):
+            horizon[a] = max(horizon.get(a, 0), b)
+    return dict(sorted(horizon.items()))
+
+
+def flowmap_indices(
+    p_T: float, steps: Sequence[int], sources: str, continuous: bool = False
+) -> Indices:
+    """How one noise stream draws (k, i) for n samples of a flow map's batch.
+
+    The first round(p_T n) rows have k = 0 and i ~ U{0 … N−1} (PID). The others draw
+    k ~ U(inner sub-grid points) and i ~ U{k … next point} ('sampler'), or
+    k ~ U{1 … N−2} and i ~ U{k … N−1} ('uniform'). With ``continuous`` the targets are
+    positions on the same ranges, i ~ U[k, last] (float64; ``odedistill.grids.times_at``).
+    """
+
+    def draw(N: int, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        n_T = round(p_T * n)
+        i_T = torch.randint(0, N, (n_T,), generator=gen)
+        if sources == "sampler":
+            jumps = sampler_jumps(N, steps)
+            pool = torch.tensor(list(jumps), dtype=torch.long)
+            last = torch.tensor(list(jumps.values()), dtype=torch.long)
+            pick = torch.randint(0, len(pool), (n - n_T,), generator=gen)
+            k, span = pool[pick], last[pick] - pool[pick] + 1
+        else:
+            k = torch.randint(1, N - 1, (n - n_T,), generator=gen)
+            span = N - k
+        u = torch.rand(n - n_T, generator=gen, dtype=torch.float64)
+        k_all = torch.cat([torch.zeros(n_T, dtype=torch.long), k])
+        if continuous:
+            u_T = torch.rand(n_T, generator=gen, dtype=torch.float64) * (N - 1)
+            return k_all, torch.cat([u_T, k + u * (span - 1)])
+        i = k + (u * span).floor().long().minimum(span - 1)
+        return k_all, torch.cat([i_T, i])
+
+    return draw
+
+
+@torch.no_grad()
+def teacher_states(system: ODESystem, grid: torch.Tensor, z: torch.Tensor, k: torch.Tensor):
+    """Explicit Euler of the teacher along the grid from z at t_0 to t_k, per sample."""
+    out = z.clone()
+    for target in k.unique().tolist():
+        rows = k == target
+        out[rows] = euler(system, z[rows], grid[: target + 1]).to(z.dtype)
+    return out
+
+
+class FlowMapObjective(nn.Module):
+    """Per-sample Lagrangian PID loss of a flow map from the sources (k, i) of a batch.
+
+    Only the flow map is a submodule (DDP syncs its gradients); the EMA copy that may supply
+    source states, the teacher, distance and grid are held outside the module tree.
+    ``autocast`` opens the run's precision around the networks' forward passes.
+    """
+
+    def __init__(
+        self,
+        model: FlowMap,
+        system: ODESystem,
+        scheme: ResidualScheme,
+        distance: Distance,
+        grid: torch.Tensor,
+        autocast: Autocast,
+        source_state: str = "student",
+        ema: FlowMap | None = None,
+        through: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self._parts = (system, scheme, distance, grid, autocast, source_state, ema)
+        self.through = through
+
+    @torch.no_grad()
+    def sources(self, z: torch.Tensor, k: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """x_s for every row: z where k = 0, else the chosen source's state at t_k."""
+        system, _, _, grid, _, source_state, ema = self._parts
+        x_s = z.clone()
+        rows = k > 0
+        if not rows.any():
+            return x_s
+        c = None if cond is None else cond[rows]
+        if source_state == "teacher":
+            x_s[rows] = teacher_states(system, grid, z[rows], k[rows])
+        else:
+            net = self.model if source_state == "student" else ema
+            assert net is not None
+            t = grid[k[rows]].to(z.dtype)
+            x_s[rows] = net(z[rows], t, c).to(z.dtype)
+        return x_s
+
+    def forward(
+        self, z: torch.Tensor, k: torch.Tensor, i: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        system, scheme, distance, grid, autocast, _, _ = self._parts
+        x_s = self.sources(z, k, cond)
+        s = grid[k].to(z.dtype)
+        path = self.model.path_from(x_s, s, cond)
+        losses = residual_loss(
+            path,
+            system,
+            scheme,
+            distance,
+            grid,
+            i,
+            cond,
+            autocast=autocast,
+            through=self.through,
+        )
+        return losses.float()
+
+
+def skip_sigma_data(mode: str, system: ODESystem) -> float | None:
+    """σ_d of a flow map's skip scaling (``student.skip``), or None for the plain map."""
+    if mode == "none":
+        return None
+    if isinstance(system, ProbabilityFlowODE):
+        return system.sigma_data
+    if mode == "edm":
+        raise UserError(
+            "student.skip = 'edm' uses the probability-flow ODE's sigma_data; this system is "
+            f"{type(system).__name__}: use 'auto' or 'none'"
+        )
+    return None
+
+
 class FlowMapStudent(StudentKind):
     """X(x_s, s, t) from any time s to a later t, sampled in 1 or more steps (student.steps, student.p_T, ...)."""
 
-    help = (
-        "X(x_s, s, t) from any time s to a later t, sampled in 1 or more steps "
-        "(student.steps, student.p_T, ...)"
-    )
     config = FlowMapConfig
     capabilities = frozenset({"multi_step", "two_times"})
 
@@ -62,3 +211,40 @@ class FlowMapStudent(StudentKind):
             raise UserError(
                 f"{source}: 'student.steps' {options.steps} needs K <= scheme.N - 1 = {N - 1}"
             )
+
+    def net_kwargs(self, options: FlowMapConfig) -> dict[str, Any]:
+        return {"two_times": True}
+
+    def build(
+        self, net: nn.Module, system: ODESystem, param: Parametrisation, options: FlowMapConfig
+    ) -> FlowMap:
+        sigma = skip_sigma_data(options.skip, system)
+        return FlowMap(net, system.t_start, system.t_end, param, sigma)
+
+    def spec(self, model: FlowMap) -> dict[str, Any]:
+        return {"skip_sigma_data": model.skip_sigma_data}
+
+    def rebuild(self, net: nn.Module, spec: dict[str, Any], param: Parametrisation) -> FlowMap:
+        sigma = spec.get("skip_sigma_data")
+        return FlowMap(net, spec["t_start"], spec["t_end"], param, sigma)
+
+    def objective(self, parts: ObjectiveParts, options: FlowMapConfig) -> nn.Module:
+        if options.source_state == "ema" and parts.ema is None:
+            raise UserError("student.source_state = 'ema' needs an EMA: set train.ema_rates")
+        return FlowMapObjective(
+            parts.model,
+            parts.system,
+            parts.scheme,
+            parts.distance,
+            parts.grid,
+            parts.autocast,
+            source_state=options.source_state,
+            ema=parts.ema,
+            through=parts.through,
+        )
+
+    def indices(self, options: FlowMapConfig, continuous: bool) -> Indices:
+        return flowmap_indices(options.p_T, options.steps, options.sources, continuous)
+
+    def eval_steps(self, options: FlowMapConfig) -> list[int]:
+        return [1, *options.steps]
