@@ -13,9 +13,9 @@ from odedistill.errors import UserError
 from odedistill.infra.build import build_session
 from odedistill.infra.precision import Precision, checkpoint_blocks
 from odedistill.infra.recipes import load_config
+from odedistill.kinds.students.pid import PIDObjective
 from odedistill.loss import pid_loss
 from odedistill.schemes import make_scheme
-from odedistill.kinds.students.pid import PIDObjective
 from odedistill.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
