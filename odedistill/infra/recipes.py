@@ -159,7 +159,7 @@ def from_dict(raw: dict[str, Any], source: str = "recipe") -> Config:
         if not isinstance(body, dict):
             raise UserError(f"{source}: '{sname}' must be a [{sname}] table, got {body!r}")
         try:
-            sections[sname] = _section(sname, body, source)
+            sections[sname] = _section(sname, body)
         except UserError as e:
             raise UserError(f"{source}: {e}") from None
     cfg = Config(**sections)
@@ -167,7 +167,7 @@ def from_dict(raw: dict[str, Any], source: str = "recipe") -> Config:
     return cfg
 
 
-def _section(sname: str, body: dict[str, Any], source: str) -> Any:
+def _section(sname: str, body: dict[str, Any]) -> Any:
     """One section's table validated into its dataclass.
 
     In a kinded section the ``kind`` is read first; its own fields go into the kind's config

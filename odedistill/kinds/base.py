@@ -31,18 +31,16 @@ class NoOptions:
 
 
 class Kind:
-    """A named choice of a recipe section that owns itself.
+    """A named choice of a recipe section that owns itself, registered under its name
+    (``STUDENTS.register("name", MyKind())``); the first line of its docstring is its help in
+    the recipe reference.
 
     Attributes:
-        name: the name a recipe gives (set by the registration).
-        help: one line for the recipe reference.
         config: the dataclass of the kind's own fields (``NoOptions`` when it has none).
         capabilities: what the kind can do, as words other code tests
             (``"multi_step" in kind.capabilities``).
     """
 
-    name: ClassVar[str] = ""
-    help: ClassVar[str] = ""
     config: ClassVar[type] = NoOptions
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
