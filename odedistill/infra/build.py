@@ -24,12 +24,11 @@ from odedistill.infra.registries import (
     build_teacher,
 )
 from odedistill.models.base import TrajectoryModel
-from odedistill.models.boundary import BoundaryTrajectory, default_parametrisation
+from odedistill.models.boundary import BoundaryTrajectory
 from odedistill.models.flowmap import FlowMap
-from odedistill.models.parametrisation import Parametrisation
+from odedistill.models.parametrisation import Parametrisation, SkipScaling
 from odedistill.schemes import ResidualScheme, make_scheme
 from odedistill.systems.base import ODESystem
-from odedistill.systems.probability_flow import ProbabilityFlowODE
 from odedistill.systems.probe import check_system
 
 
@@ -68,7 +67,7 @@ def student_spec(
     return {
         "format": "odedistill-student-1",
         "trajectory": "flowmap" if isinstance(model, FlowMap) else "boundary",
-        "skip_sigma_data": getattr(model, "skip_sigma_data", None),
+        "skip": skip.to_dict() if (skip := getattr(model, "skip_scaling", None)) else None,
         "network": net_spec,
         "parametrisation": model.param.to_dict(),
         "t_start": model.t_start,
@@ -119,29 +118,29 @@ def build_session(
     )
 
 
-def skip_sigma_data(cfg: Config, system: ODESystem) -> float | None:
-    """σ_d of a flow map's skip scaling (``flowmap.skip``), or None for the plain map."""
+def flow_map_skip(cfg: Config, system: ODESystem) -> SkipScaling | None:
+    """The skip term of a flow map (``flowmap.skip``): the teacher's own c_skip, c_out
+    ('auto'), EDM's with the recipe's σ_d ('edm'), or None for the plain map."""
     mode = cfg.flowmap.skip
-    if mode == "none":
-        return None
-    if isinstance(system, ProbabilityFlowODE):
-        return system.sigma_data
+    skip = None if mode == "none" else system.flow_map_skip()
     if mode == "edm":
-        raise UserError(
-            "flowmap.skip = 'edm' uses the probability-flow ODE's sigma_data; this system is "
-            f"{type(system).__name__}: use 'auto' or 'none'"
-        )
-    return None
+        if skip is None:
+            raise UserError(
+                f"flowmap.skip = 'edm' needs a system with a skip scaling; {type(system).__name__} "
+                "has none: use 'auto' or 'none'"
+            )
+        skip = SkipScaling.edm(cfg.system.sigma_data)
+    return skip
 
 
 def wrap_student(
     cfg: Config, net: nn.Module, system: ODESystem, param: Parametrisation | None
 ) -> TrajectoryModel:
     """The student around ``net``: PID's trajectory or a flow map (``student.kind``)."""
-    param = param or default_parametrisation(system)
+    param = param or system.default_parametrisation()
     if cfg.student.kind == "flowmap":
-        sigma = skip_sigma_data(cfg, system)
-        model: TrajectoryModel = FlowMap(net, system.t_start, system.t_end, param, sigma)
+        skip = flow_map_skip(cfg, system)
+        model: TrajectoryModel = FlowMap(net, system.t_start, system.t_end, param, skip)
     else:
         model = BoundaryTrajectory(net, system.t_start, system.t_end, param)
     model.state_shape = tuple(system.state_shape)

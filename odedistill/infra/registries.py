@@ -18,7 +18,6 @@ from torch import nn
 
 from odedistill.errors import UserError
 from odedistill.infra.user_systems import SystemKind, SystemRegistry, construct
-from odedistill.models.boundary import default_parametrisation
 from odedistill.models.nets import MLP, SmallUNet
 from odedistill.models.parametrisation import Parametrisation, UnitTime
 from odedistill.registry import Registry
@@ -36,7 +35,6 @@ from odedistill.teachers.architectures import (
 from odedistill.teachers.diffusers import DiffusersDenoiser, DiffusersUNet
 from odedistill.teachers.diffusers_load import load_diffusers_teacher
 from odedistill.teachers.gaussian_mixture import (
-    GaussianMixtureDenoiser,
     GaussianMixtureVelocity,
     digits_mixture,
     grid_mixture,
@@ -62,6 +60,8 @@ class Teacher(NamedTuple):
     denoiser: nn.Module | None
     state_shape: tuple[int, ...]
     label_dim: int
+    #: its flow-matching velocity, for a teacher that has one (an exact mixture's), else None
+    velocity: nn.Module | None = None
 
 
 # ------------------------------------------------------------------------------- teachers
@@ -76,7 +76,8 @@ def _mixture(cfg: Config, device: torch.device) -> Teacher:
         D = grid_mixture(t.modes, t.radius, t.std)
     else:
         D = digits_mixture(t.count, t.std)
-    return Teacher(D.to(device), D.state_shape, 0)
+    D = D.to(device)
+    return Teacher(D, D.state_shape, 0, GaussianMixtureVelocity(D))
 
 
 def _edm_shapes(D: nn.Module) -> Teacher:
@@ -171,15 +172,16 @@ SYSTEMS.register(
 
 def _flow_matching(cfg: Config, teacher: Teacher | None) -> ODESystem:
     assert teacher is not None
-    D, s = teacher.denoiser, cfg.system
-    if D is not None and not isinstance(D, GaussianMixtureDenoiser):
+    s = cfg.system
+    if teacher.denoiser is not None and teacher.velocity is None:
         raise UserError(
             f"system.kind = 'flow_matching' needs a flow-matching velocity, which "
             f"teacher.kind = 'gaussian_mixture' gives (exactly); teacher.kind = "
             f"'{cfg.teacher.kind}' is a denoiser: use system.kind = 'probability_flow'"
         )
-    velocity = None if D is None else GaussianMixtureVelocity(D)
-    return FlowMatchingODE(velocity, teacher.state_shape, s.t_max, s.t_min, teacher.label_dim)
+    return FlowMatchingODE(
+        teacher.velocity, teacher.state_shape, s.t_max, s.t_min, teacher.label_dim
+    )
 
 
 SYSTEMS.register(
@@ -249,7 +251,7 @@ def _mlp(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet:
     param = None
     if st.time == "unit":
         kwargs["max_freq"] = 16.0
-        base = default_parametrisation(system)
+        base = system.default_parametrisation()
         param = dataclasses.replace(base, c_noise=UnitTime(system.t_start, system.t_end))
     stats = input_statistics(system) if st.normalise or st.normalise_output else None
     if stats is not None and st.normalise:
@@ -293,18 +295,6 @@ def _without_augment(net: nn.Module) -> nn.Module:
     return net
 
 
-def _with_dropout(net: nn.Module, p: float) -> nn.Module:
-    """Set the dropout rate of every block: a diffusers UNet's ``nn.Dropout`` modules, or the
-    float ``dropout`` attribute of EDM's blocks."""
-    if isinstance(net, DiffusersUNet):
-        net.set_dropout(p)
-        return net
-    for m in net.modules():
-        if isinstance(getattr(m, "dropout", None), float):
-            m.dropout = p
-    return net
-
-
 def _teacher_copy(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet:
     """The teacher's raw network (or a fresh one of its architecture), fed as the teacher feeds it."""
     st = cfg.student
@@ -331,7 +321,7 @@ def _teacher_copy(cfg: Config, system: ODESystem, teacher: Teacher | None) -> St
     else:
         fresh = TEACHER_NETWORKS[D.model_type](**kwargs)  # what a checkpoint rebuilds
         net = fresh.to(device)
-    net = _with_dropout(net, st.dropout)  # the student's dropout rate (PID: 0)
+    net.set_dropout(st.dropout)  # the student's dropout rate (PID: 0)
     net = _without_augment(net.train().requires_grad_(True))
     return StudentNet(net, {"class": D.model_type, "kwargs": kwargs}, D.parametrisation())
 

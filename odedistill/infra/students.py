@@ -34,7 +34,7 @@ from odedistill.models.base import TrajectoryModel
 from odedistill.models.boundary import BoundaryTrajectory
 from odedistill.models.flowmap import FlowMap, sample_times
 from odedistill.models.nets import MLP, SmallUNet
-from odedistill.models.parametrisation import Parametrisation
+from odedistill.models.parametrisation import Parametrisation, SkipScaling
 from odedistill.systems.base import ODESystem
 
 STUDENT_FORMAT = "odedistill-student-1"
@@ -195,6 +195,14 @@ def rebuild_system(
     return kind.build(cfg, shapes if kind.needs_teacher else None)
 
 
+def stored_skip(spec: dict[str, Any]) -> SkipScaling | None:
+    """A flow map's stored skip scaling; an older file's ``skip_sigma_data`` is EDM's."""
+    if spec.get("skip") is not None:
+        return SkipScaling.from_dict(spec["skip"])
+    sigma_data = spec.get("skip_sigma_data")
+    return None if sigma_data is None else SkipScaling.edm(float(sigma_data))
+
+
 def rebuild_student(spec: dict[str, Any], where: str = "student") -> TrajectoryModel:
     """A student of the described kind, architecture and parametrisation, with fresh weights."""
     kind = spec.get("trajectory")
@@ -204,7 +212,7 @@ def rebuild_student(spec: dict[str, Any], where: str = "student") -> TrajectoryM
     net = rebuild_network(spec, where)
     if kind == "flowmap":
         model: TrajectoryModel = FlowMap(
-            net, spec["t_start"], spec["t_end"], param, spec.get("skip_sigma_data")
+            net, spec["t_start"], spec["t_end"], param, stored_skip(spec)
         )
     else:
         model = BoundaryTrajectory(net, spec["t_start"], spec["t_end"], param)

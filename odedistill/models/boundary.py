@@ -9,26 +9,6 @@ from odedistill._tensor import append_dims
 from odedistill.models.base import TrajectoryModel
 from odedistill.models.parametrisation import Parametrisation
 from odedistill.systems.base import ODESystem
-from odedistill.systems.flow_matching import FlowMatchingODE
-from odedistill.systems.probability_flow import ProbabilityFlowODE
-
-
-def default_parametrisation(system: ODESystem) -> Parametrisation:
-    """The student's default wrapping of its network, by system type.
-
-    - probability-flow ODE: PID's (anchor 0, c_in = 1/√(σ_d² + T²), c_noise = ln(t)/4);
-    - flow-matching ODE: anchor 0 (x(z, t) = (t/t_max) z + (1 − t/t_max) F, the
-      interpolation with F in the place of x_0), z unscaled, c_noise = t;
-    - any other system: plain (anchor at t_end, c_in = 1, c_noise = t).
-
-    A student that copies a teacher's network takes the teacher's instead (its
-    preconditioner's ``parametrisation()``).
-    """
-    if isinstance(system, ProbabilityFlowODE):
-        return Parametrisation.edm(system.sigma_data)
-    if isinstance(system, FlowMatchingODE):
-        return Parametrisation.plain(0.0)
-    return Parametrisation.plain(system.t_end)
 
 
 class BoundaryTrajectory(TrajectoryModel):
@@ -63,7 +43,7 @@ class BoundaryTrajectory(TrajectoryModel):
         cls, net: nn.Module, system: ODESystem, param: Parametrisation | None = None
     ) -> BoundaryTrajectory:
         """The trajectory of ``system`` around ``net`` (default parametrisation unless given)."""
-        param = param or default_parametrisation(system)
+        param = param or system.default_parametrisation()
         return cls(net, system.t_start, system.t_end, param)
 
     def c_noise(self, t: torch.Tensor) -> torch.Tensor:

@@ -4,10 +4,11 @@
     F(x_s, s, t) = a(s)·x_s + b(s)·NN(c_in(s)·x_s, c_noise(t), c_noise(s), cond)
 
 X(x, s, s) = x holds exactly for every s and every weight. With s = t_start, a = 0 and b = 1
-this is PID's student x(z, t). The optional skip scaling takes EDM's preconditioning,
-shifted to leave s = t_start alone: a(s) = c_skip(s) − c_skip(T), b(s) = c_out(s)/c_out(T),
-c_skip(s) = σ_d²/(s² + σ_d²), c_out(s) = s·σ_d/√(s² + σ_d²); from a small s the map is then
-the identity plus a small learned correction, which is what the ODE does there.
+this is PID's student x(z, t). The optional skip scaling takes the teacher's own
+preconditioning c_skip, c_out (``SkipScaling``; EDM's: c_skip(s) = σ_d²/(s² + σ_d²),
+c_out(s) = s·σ_d/√(s² + σ_d²)), shifted to leave s = t_start alone:
+a(s) = c_skip(s) − c_skip(T), b(s) = c_out(s)/c_out(T); from a small s the map is then the
+identity plus a small learned correction, which is what the ODE does there.
 Sampling with K steps composes the map over T = s_0 > s_1 > … > s_K = t_end.
 """
 
@@ -22,7 +23,7 @@ from torch import nn
 from odedistill._tensor import append_dims
 from odedistill.errors import UserError
 from odedistill.models.base import Path, TrajectoryModel
-from odedistill.models.parametrisation import Parametrisation
+from odedistill.models.parametrisation import Parametrisation, SkipScaling
 
 
 class FlowMap(TrajectoryModel):
@@ -32,7 +33,7 @@ class FlowMap(TrajectoryModel):
         net: the network; it takes the source time's embedding input as ``noise_labels_s``.
         t_start, t_end: the system's interval (the map goes from larger to smaller |t - t_end|).
         param: anchor, input scale c_in(s) and time input c_noise (``Parametrisation``).
-        skip_sigma_data: σ_d of the skip scaling (None: a = 0, b = 1, the plain map).
+        skip: the teacher's c_skip and c_out for the skip term (None: a = 0, b = 1, the plain map).
     """
 
     def __init__(
@@ -41,7 +42,7 @@ class FlowMap(TrajectoryModel):
         t_start: float,
         t_end: float,
         param: Parametrisation,
-        skip_sigma_data: float | None = None,
+        skip: SkipScaling | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -50,21 +51,11 @@ class FlowMap(TrajectoryModel):
         self.t_anchor = float(param.t_anchor)
         if self.t_anchor == self.t_start:
             raise ValueError("t_anchor must differ from t_start")
-        self.skip_sigma_data = None if skip_sigma_data is None else float(skip_sigma_data)
+        self.skip_scaling = skip
 
     def skip(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(a(s), b(s)) in float64; (0, 1) at s = t_start exactly."""
-        sd2 = self.skip_sigma_data**2
-        s64 = s.double()
-        T = torch.full_like(s64, self.t_start)  # the same arithmetic as s: exactly 0 and 1 at T
-
-        def c_skip(u):
-            return sd2 / (u**2 + sd2)
-
-        def c_out(u):
-            return u * self.skip_sigma_data / (u**2 + sd2) ** 0.5
-
-        return c_skip(s64) - c_skip(T), c_out(s64) / c_out(T)
+        return self.skip_scaling.shifted(s, self.t_start)
 
     def transport(
         self,
@@ -81,7 +72,7 @@ class FlowMap(TrajectoryModel):
             class_labels=cond,
             noise_labels_s=self.param.c_noise(s),
         )
-        if self.skip_sigma_data is not None:
+        if self.skip_scaling is not None:
             a, b = self.skip(s)
             F_x = (
                 append_dims(a.to(F_x.dtype), x_s.ndim) * x_s
