@@ -38,7 +38,7 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.what} {name!r} is already registered")
         if not help:
             doc = getattr(value, "__doc__", None) or ""
-            help = doc.strip().splitlines()[0] if doc.strip() else ""
+            help = doc.strip().splitlines()[0].rstrip(".") if doc.strip() else ""
         self._entries[name] = Entry(name, value, help)
         return value
 

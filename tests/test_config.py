@@ -6,13 +6,13 @@ import pytest
 
 from odedistill.errors import UserError
 from odedistill.infra.recipes import (
-    Config,
     all_keys,
     apply_overrides,
     from_dict,
     load_config,
     to_toml,
 )
+from odedistill.kinds import STUDENTS
 from tests.conftest import invoke
 
 
@@ -67,13 +67,57 @@ def test_overrides_and_types(tiny_recipe):
         apply_overrides({}, ["train.batch"])
 
 
-def test_resolved_config_round_trips():
-    cfg = from_dict({"train": {"iterations": 5}})
-    assert from_dict(cfg.to_dict()) == cfg
+@pytest.mark.parametrize("kind", STUDENTS.names())
+def test_resolved_config_round_trips(kind):
     import tomllib
 
+    cfg = from_dict({"train": {"iterations": 5}, "student": {"kind": kind}})
+    assert from_dict(cfg.to_dict()) == cfg
     assert from_dict(tomllib.loads(to_toml(cfg))) == cfg
-    assert len(all_keys()) == sum(len(v) for v in Config().to_dict().values())
+    assert type(cfg.student.options) is STUDENTS.get(kind).config
+
+
+def test_every_key_is_a_field_of_some_kind():
+    """all_keys() is the union of the keys of the configs of every student kind."""
+    keys = set()
+    for kind in STUDENTS.names():
+        keys |= {
+            f"{s}.{k}"
+            for s, b in from_dict({"student": {"kind": kind}}).to_dict().items()
+            for k in b
+        }
+    assert sorted(all_keys()) == sorted(keys)
+    assert len(all_keys()) == len(keys)
+
+
+def test_a_kind_owns_its_fields():
+    """student.steps belongs to the flow map: its own type and range apply, a PID student
+    checks it the same way and leaves it out, and a misspelt kind field names the right one."""
+    fm = from_dict({"student": {"kind": "flowmap", "steps": [4]}})
+    assert fm.student.options.steps == [4] and fm.to_dict()["student"]["steps"] == [4]
+    pid = from_dict({"student": {"kind": "pid", "steps": [4]}})
+    assert "steps" not in pid.to_dict()["student"] and pid == from_dict({})
+    for kind in ("pid", "flowmap"):
+        with pytest.raises(UserError, match=r"'student.steps\[0\]' must be >= 2, got 1"):
+            from_dict({"student": {"kind": kind, "steps": [1]}})
+    with pytest.raises(
+        UserError, match="unknown key 'student.stepz'; did you mean 'student.steps'"
+    ):
+        from_dict({"student": {"kind": "flowmap", "stepz": [4]}})
+    with pytest.raises(UserError, match="'student.kind' must be one of 'pid', 'flowmap'"):
+        from_dict({"student": {"kind": "flowmapp"}})
+
+
+def test_a_saved_config_of_the_older_layout_still_resumes():
+    """A run directory's config.json with the flow map's options as their own [flowmap]."""
+    from odedistill.infra.rundir import upgrade_saved
+
+    new = from_dict({"student": {"kind": "flowmap", "steps": [2, 4]}}).to_dict()
+    old = {**new, "student": dict(new["student"])}
+    old["flowmap"] = {
+        k: old["student"].pop(k) for k in ("p_T", "steps", "sources", "source_state", "skip")
+    }
+    assert upgrade_saved(old) == new
 
 
 def test_dry_run_prints_and_writes_nothing(tiny_recipe, tmp_path):

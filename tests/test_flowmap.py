@@ -221,7 +221,7 @@ def flowmap_run(tmp_path_factory) -> Path:
     recipe.write_text(TINY)
     out = root / "run"
     r = invoke("run", recipe, "--out", out, "--set", "student.kind=flowmap",
-               "--set", "flowmap.steps=[2,4]", "--no-progress")  # fmt: skip
+               "--set", "student.steps=[2,4]", "--no-progress")  # fmt: skip
     assert r.returncode == 0, r.stderr
     return out
 

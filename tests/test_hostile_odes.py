@@ -287,9 +287,9 @@ def test_sizes_are_bounded_before_any_work(tiny_recipe, tmp_path):
     one_line_error(code, err)
     assert "at most 64 per side" in err and not (tmp_path / "r").exists()
     code, err = cli("run", tiny_recipe, "--out", tmp_path / "r", "--set", 'student.kind="flowmap"',
-                    "--set", "flowmap.steps=[]", "--set", "loss.causal_eps=0")  # fmt: skip
+                    "--set", "student.steps=[]", "--set", "loss.causal_eps=0")  # fmt: skip
     one_line_error(code, err)
-    assert "flowmap.steps" in err
+    assert "student.steps" in err
     code, err = cli("sample", tmp_path, "--n", "99999999999999", "--out", tmp_path / "s.npz")
     one_line_error(code, err)
     assert "--n must be from 1 to" in err

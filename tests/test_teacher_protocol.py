@@ -97,7 +97,7 @@ def test_the_skip_scaling_of_a_diffusers_teacher_is_its_own(prediction_type):
 def test_a_vp_teachers_flow_map_takes_the_vp_skip():
     D = _precond(VPPrecond)
     system = ProbabilityFlowODE(D, (3, 8, 8), label_dim=4)
-    cfg = _image_cfg(student={"kind": "flowmap"}, flowmap={"skip": "auto", "steps": [2]})
+    cfg = _image_cfg(student={"kind": "flowmap", "skip": "auto", "steps": [2]})
     model = build_session(cfg, system=system).model
     assert isinstance(model, FlowMap) and model.skip_scaling == SkipScaling.linear(-1.0)
     s = SIGMAS[:-1]  # below T = 80

@@ -63,7 +63,7 @@ def _pendulum(iterations: int, width: int, depth: int, N: int, heldout: int) -> 
         "flowmap",
         [
             "system.kind='pendulum'",
-            "flowmap.skip='none'",
+            "student.skip='none'",
             "scheme.grid='uniform'",
             f"student.width={width}",
             f"student.depth={depth}",

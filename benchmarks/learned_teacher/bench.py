@@ -69,7 +69,7 @@ def overrides(kind: str, scheme: str, st: BenchSettings) -> list[str]:
         f"eval.fid_num={st.fid_num}",
     ]
     if kind == "flowmap":
-        out += [f"flowmap.steps={FLOWMAP_STEPS[1:]}", "flowmap.sources='sampler'"]
+        out += [f"student.steps={FLOWMAP_STEPS[1:]}", "student.sources='sampler'"]
     return out
 
 

@@ -141,8 +141,8 @@ def distill(
                 "normalise": normalise,
                 "normalise_output": normalise_output,
                 "time": time_input,
+                **({"steps": [K], "skip": "none"} if flowmap else {}),
             },
-            **({"flowmap": {"steps": [K], "skip": "none"}} if flowmap else {}),
             "scheme": {"kind": scheme, "N": N, "grid": grid, "rho": rho, "times": times},
             "loss": {
                 "distance": distance,

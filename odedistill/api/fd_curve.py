@@ -31,7 +31,7 @@ def fid_table(
     console: Console | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """FID of ``model`` (a flow map at 1 and ``flowmap.steps`` steps) and of the teacher's
+    """FID of ``model`` (a flow map at 1 and ``student.steps`` steps) and of the teacher's
     Euler and Heun at ``eval.fid_nfe`` evaluations, plus the data floor where
     ``eval.fid_floor_ref`` names a second data sample; with ``run_dir``, the plot too."""
     cfg, system = session.cfg, session.system
@@ -46,7 +46,7 @@ def fid_table(
     )
     t0 = time.process_time()
     students: dict[str, float] = {}
-    steps = [1, *cfg.flowmap.steps] if isinstance(model, FlowMap) else [1]
+    steps = [1, *cfg.student.options.steps] if isinstance(model, FlowMap) else [1]
     colloc = session.grid.double().cpu()
     for K in steps:
         times = None if K == 1 else sample_times(colloc, K)

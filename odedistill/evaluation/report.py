@@ -151,12 +151,14 @@ def evaluate(
             continue
         outputs["student"] = x
         if isinstance(model, FlowMap):
-            for K in [1, *cfg.flowmap.steps]:
+            for K in [1, *cfg.student.options.steps]:
                 times = sample_times(colloc, K)
                 xK = model.sample(z.float().to(dev), c, K, times).double().cpu()
                 samplers[f"student@{K}"] = {**entry(xK, K), "times": times}
                 outputs[f"student@{K}"] = xK
-            extra["flow_map"] = flow_map_errors(model, system, z, cond, colloc, cfg.flowmap.steps)
+            extra["flow_map"] = flow_map_errors(
+                model, system, z, cond, colloc, cfg.student.options.steps
+            )
     samplers[f"teacher_euler_{N - 1}"] = entry(euler(system, z, colloc, cond), N - 1)
     for nfe in e.nfe:
         g = make_grid(cfg.scheme.grid, nfe + 1, system.t_start, system.t_end, cfg.scheme.rho)

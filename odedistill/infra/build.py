@@ -119,14 +119,14 @@ def build_session(
 
 
 def flow_map_skip(cfg: Config, system: ODESystem) -> SkipScaling | None:
-    """The skip term of a flow map (``flowmap.skip``): the teacher's own c_skip, c_out
+    """The skip term of a flow map (``student.skip``): the teacher's own c_skip, c_out
     ('auto'), EDM's with the recipe's σ_d ('edm'), or None for the plain map."""
-    mode = cfg.flowmap.skip
+    mode = cfg.student.options.skip
     skip = None if mode == "none" else system.flow_map_skip()
     if mode == "edm":
         if skip is None:
             raise UserError(
-                f"flowmap.skip = 'edm' needs a system with a skip scaling; {type(system).__name__} "
+                f"student.skip = 'edm' needs a system with a skip scaling; {type(system).__name__} "
                 "has none: use 'auto' or 'none'"
             )
         skip = SkipScaling.edm(cfg.system.sigma_data)

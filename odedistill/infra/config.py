@@ -10,14 +10,17 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from odedistill.distances import DISTANCES
+from odedistill.fields import _f
 from odedistill.grids import GRIDS
 from odedistill.infra.config_eval import EvalConfig
-from odedistill.infra.fields import _f
 from odedistill.infra.precision import AUTOCAST_DTYPES
 from odedistill.infra.registries import NETWORKS, SYSTEMS, TEACHERS
+from odedistill.infra.schema import OPTIONS, KindedSection, flat
+from odedistill.kinds import STUDENTS
+from odedistill.registry import Registry
 from odedistill.schemes import SCHEMES
 from odedistill.teachers.architectures import EDM_ARCHITECTURES
 
@@ -127,12 +130,11 @@ class TeacherConfig:
 
 
 @dataclass
-class StudentConfig:
+class StudentConfig(KindedSection):
+    KINDS: ClassVar[Registry] = STUDENTS
+
     kind: str = _f(
-        "pid",
-        "'pid': x(z, t) from the initial state, one-step sampling (PID); 'flowmap': X(x_s, s, t) "
-        "from any time s to a later t, sampled in 1 or more steps ([flowmap])",
-        choices=("pid", "flowmap"),
+        "pid", "the student (its own fields are listed under it below)", choices=STUDENTS
     )
     net: str = _f("mlp", "the network F", choices=NETWORKS)
     init: str = _f(
@@ -166,36 +168,7 @@ class StudentConfig:
         "frequencies 1..64) or 'unit' (tau = (t - t_start)/(t_end - t_start), frequencies 1..16)",
         choices=("raw", "unit"),
     )
-
-
-@dataclass
-class FlowMapConfig:
-    p_T: float = _f(0.25, "fraction of each batch with s = t_start: the plain PID term", lo=0, hi=1)
-    steps: list[int] = _f(
-        [2, 4, 8],
-        "the multi-step samplers the map is trained for and evaluated with: K steps on grid "
-        "points round(m (N - 1) / K)",
-        item=dict(lo=2, hi=1000),
-    )
-    sources: str = _f(
-        "sampler",
-        "where s is drawn: 'sampler' (the inner points of the steps' sub-grids, with t up to "
-        "the next point a sampler jumps to) or 'uniform' (any grid point, t anywhere after it)",
-        choices=("sampler", "uniform"),
-    )
-    source_state: str = _f(
-        "student",
-        "x_s = sg X(z, t_start, s) of the current 'student' (one extra forward, no gradient), "
-        "of the first 'ema', or the 'teacher''s Euler steps along the grid (exact on the grid, "
-        "but up to N - 1 teacher calls per iteration)",
-        choices=("student", "ema", "teacher"),
-    )
-    skip: str = _f(
-        "auto",
-        "EDM's skip scaling inside the map, F = a(s) x_s + b(s) NN (identity plus a small "
-        "correction from small s): 'auto' (for the probability-flow ODE), 'edm' or 'none'",
-        choices=("auto", "edm", "none"),
-    )
+    options: Any = field(default=None, metadata=OPTIONS)
 
 
 @dataclass
@@ -345,7 +318,6 @@ class Config:
     system: SystemConfig = field(default_factory=SystemConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
-    flowmap: FlowMapConfig = field(default_factory=FlowMapConfig)
     scheme: SchemeConfig = field(default_factory=SchemeConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -353,7 +325,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        """Every section as one flat table (a kinded section's kind fields beside its own)."""
+        return {f.name: flat(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 SECTIONS: dict[str, type] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from odedistill.infra.fields import _f
+from odedistill.fields import _f
 
 
 @dataclass
@@ -43,7 +43,7 @@ class EvalConfig:
     fid_end: bool = _f(
         False,
         "after training: FID (with eval.fid_ref, fid_detector, fid_num) of the student (a flow "
-        "map at 1 and flowmap.steps steps) and of the teacher's Euler and Heun at eval.fid_nfe "
+        "map at 1 and student.steps steps) and of the teacher's Euler and Heun at eval.fid_nfe "
         "evaluations, into eval.json's 'fid' section and fid_vs_nfe.png",
     )
     fid_nfe: list[int] = _f(

@@ -9,6 +9,7 @@ from typing import Any
 
 from odedistill.errors import UserError
 from odedistill.infra.config import Config
+from odedistill.kinds import STUDENTS
 from odedistill.schemes import SCHEMES
 
 #: the most mixture components a preset may build (the grid preset has modes² of them)
@@ -49,16 +50,8 @@ def check_consistency(cfg: Config, source: str) -> None:
             f"{source}: 'teacher.modes' = {t.modes} makes a grid of {t.modes**2} modes; the "
             f"grid preset takes at most {math.isqrt(MAX_MODES)} per side ({MAX_MODES} modes)"
         )
-    fm = cfg.flowmap
-    if cfg.student.kind == "flowmap" and fm.sources == "sampler" and not fm.steps:
-        raise UserError(
-            f"{source}: 'flowmap.steps' is empty; flowmap.sources = 'sampler' draws from the "
-            "steps' sub-grids: give at least one K (e.g. [2, 4]) or use sources = 'uniform'"
-        )
-    if cfg.student.kind == "flowmap" and any(k > cfg.scheme.N - 1 for k in fm.steps):
-        raise UserError(
-            f"{source}: 'flowmap.steps' {fm.steps} needs K <= scheme.N - 1 = {cfg.scheme.N - 1}"
-        )
+    student = STUDENTS.get(cfg.student.kind)
+    student.check(cfg.student.options, cfg, source)
     if e.fid_end and not (e.fid_ref and e.fid_detector):
         raise UserError(
             f"{source}: 'eval.fid_end' needs 'eval.fid_ref' and 'eval.fid_detector' "
@@ -81,9 +74,10 @@ def check_consistency(cfg: Config, source: str) -> None:
         raise UserError(
             f"{source}: 'train.tol' needs validation checks: set 'train.validate_every'"
         )
-    if cfg.train.validate_steps > 1 and cfg.student.kind != "flowmap":
+    if cfg.train.validate_steps > 1 and "multi_step" not in student.capabilities:
         raise UserError(
-            f"{source}: 'train.validate_steps' > 1 needs a flow map (student.kind = 'flowmap')"
+            f"{source}: 'train.validate_steps' > 1 needs a student that samples in several "
+            f"steps ({_having('multi_step')}), not student.kind = '{cfg.student.kind}'"
         )
     if cfg.train.stop_at_ratio > 0 and not cfg.train.validate_every:
         raise UserError(
@@ -94,9 +88,10 @@ def check_consistency(cfg: Config, source: str) -> None:
             f"{source}: 'scheme.times' = 'continuous' needs a scheme without a grid stencil: "
             f"set scheme.kind = 'autodiff' (not '{cfg.scheme.kind}')"
         )
-    if cfg.loss.causal_eps > 0 and cfg.student.kind != "pid":
+    if cfg.loss.causal_eps > 0 and "causal" not in student.capabilities:
         raise UserError(
-            f"{source}: 'loss.causal_eps' is for the PID student (student.kind = 'pid')"
+            f"{source}: 'loss.causal_eps' is for a one-time student ({_having('causal')}), "
+            f"not student.kind = '{cfg.student.kind}'"
         )
     if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
         raise UserError(f"{source}: 'optim.betas' expects two numbers in [0, 1)")
@@ -116,3 +111,9 @@ def check_consistency(cfg: Config, source: str) -> None:
         raise UserError(
             f"{source}: 'teacher.path' is required when teacher.kind = '{cfg.teacher.kind}'"
         )
+
+
+def _having(capability: str) -> str:
+    """'student.kind = 'a' or 'b'': the student kinds with ``capability``."""
+    names = [n for n in STUDENTS.names() if capability in STUDENTS.get(n).capabilities]
+    return "student.kind = " + " or ".join(f"'{n}'" for n in names)

@@ -17,6 +17,10 @@ upper bound (2^31 - 1 unless the table gives a tighter one). Any field can be ov
 and writes nothing; the resolved config is saved as `config.json` and `config.toml` in the
 run directory.
 
+A section with a registry of kinds (`[student]`) holds its own fields and those of the kind it
+chooses, listed under `### student.kind = '...'`; a field of another kind of that section is
+checked as that kind would check it and then ignored, like a section the run does not use.
+
 Built-in recipes (run them by name, e.g. `odedistill run {first}`): {names}. The
 repository's `recipes/` folder holds them and the GPU recipes.
 
@@ -27,18 +31,16 @@ This page is generated from the code by `python -m odedistill.infra.docs > docs/
 def recipes_markdown() -> str:
     names = builtin_recipes()
     lines = [HEADER.format(first="quickstart", names=", ".join(f"`{n}`" for n in names))]
-    section = None
-    for key, typ, default, help_ in field_docs():
+    table = None
+    for key, typ, default, help_, kind in field_docs():
         sec = key.split(".")[0]
-        if sec != section:
-            section = sec
-            lines += [
-                "",
-                f"## [{sec}]",
-                "",
-                "| key | type | default | meaning |",
-                "|---|---|---|---|",
-            ]
+        if (sec, kind) != table:
+            if kind:
+                lines += ["", f"### {sec}.kind = '{kind}'", "", "Fields of its own:", ""]
+            else:
+                lines += ["", f"## [{sec}]", ""]
+            lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
+            table = (sec, kind)
         lines.append(f"| `{key}` | {typ} | `{default}` | {help_.replace('|', '/')} |")
     lines += [
         "",

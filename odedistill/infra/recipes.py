@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
 import math
@@ -18,15 +17,21 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from odedistill.errors import UserError
+from odedistill.fields import MAX_FLOAT, MAX_INT
 from odedistill.infra.config import SECTIONS, Config
 from odedistill.infra.consistency import check_consistency, show
-from odedistill.infra.fields import MAX_FLOAT, MAX_INT
+from odedistill.infra.schema import FieldInfo, kinds_of, section_fields
 from odedistill.registry import Registry
 
 
+def all_fields() -> list[FieldInfo]:
+    """Every recipe field, a kinded section's with each registered kind's own fields."""
+    return [f for s, cls in SECTIONS.items() for f in section_fields(s, cls)]
+
+
 def all_keys() -> list[str]:
-    """Every valid dotted key, e.g. 'train.iterations'."""
-    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+    """Every valid dotted key, e.g. 'train.iterations' (a key of several kinds once)."""
+    return list(dict.fromkeys(f.key for f in all_fields()))
 
 
 def _closest(name: str, options: list[str]) -> str:
@@ -121,10 +126,8 @@ def range_text(tp: Any, meta: dict[str, Any]) -> str:
 
 def check_field(key: str, value: Any) -> Any:
     """``value`` checked as the dotted field ``key`` would be in a recipe (type, choices, range)."""
-    section, _, name = key.partition(".")
-    cls = SECTIONS[section]
-    meta = {f.name: dict(f.metadata) for f in dataclasses.fields(cls)}[name]
-    return _coerce(key, value, typing.get_type_hints(cls)[name], meta)
+    f = next(f for f in all_fields() if f.key == key)
+    return _coerce(key, value, f.type, f.meta)
 
 
 def _plain(value: Any, depth: int = 0) -> bool:
@@ -150,22 +153,44 @@ def from_dict(raw: dict[str, Any], source: str = "recipe") -> Config:
             )
         if not isinstance(body, dict):
             raise UserError(f"{source}: '{sname}' must be a [{sname}] table, got {body!r}")
-        cls = SECTIONS[sname]
-        hints = typing.get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for key, value in body.items():
-            dotted = f"{sname}.{key}"
-            if key not in fields:
-                raise UserError(f"{source}: unknown key '{dotted}'" + _closest(dotted, all_keys()))
-            try:
-                kwargs[key] = _coerce(dotted, value, hints[key], dict(fields[key].metadata))
-            except UserError as e:
-                raise UserError(f"{source}: {e}") from None
-        sections[sname] = cls(**kwargs)
+        try:
+            sections[sname] = _section(sname, body, source)
+        except UserError as e:
+            raise UserError(f"{source}: {e}") from None
     cfg = Config(**sections)
     check_consistency(cfg, source)
     return cfg
+
+
+def _section(sname: str, body: dict[str, Any], source: str) -> Any:
+    """One section's table validated into its dataclass.
+
+    In a kinded section the ``kind`` is read first; its own fields go into the kind's config
+    (``options``). A field of another kind of the section is checked as that kind would and
+    left out, as a section the run does not use would be.
+    """
+    cls = SECTIONS[sname]
+    everything = section_fields(sname, cls)
+    kind = None
+    if kinds_of(cls) is not None:
+        kind_field = next(f for f in everything if f.name == "kind")
+        kind = _coerce(
+            f"{sname}.kind", body.get("kind", kind_field.default()), str, kind_field.meta
+        )
+    chosen = {f.name: f for f in section_fields(sname, cls, kind)}
+    others = {f.name: f for f in reversed(everything)}
+    kwargs, options = {}, {}
+    for key, value in body.items():
+        dotted = f"{sname}.{key}"
+        f = chosen.get(key) or others.get(key)
+        if f is None:
+            raise UserError(f"unknown key '{dotted}'" + _closest(dotted, all_keys()))
+        value = _coerce(dotted, value, f.type, f.meta)
+        if key in chosen:
+            (kwargs if f.kind is None else options)[key] = value
+    if kind is not None:
+        kwargs["options"] = kinds_of(cls).get(kind).config(**options)
+    return cls(**kwargs)
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -241,7 +266,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         cfg.system.path = str(folder)
     for section, key in _FILE_KEYS:
         obj = getattr(cfg, section)
-        setattr(obj, key, _beside(getattr(obj, key), folder))
+        if not hasattr(obj, key):  # a field of a kind the section did not choose
+            obj = obj.options
+        if hasattr(obj, key):
+            setattr(obj, key, _beside(getattr(obj, key), folder))
     return cfg
 
 
@@ -285,22 +313,21 @@ def to_toml(cfg: Config) -> str:
     return "\n".join(lines)
 
 
-def field_docs() -> list[tuple[str, str, str, str]]:
-    """(key, type, default, help) for every field: the source of docs/recipes.md.
+def field_docs() -> list[tuple[str, str, str, str, str]]:
+    """(key, type, default, help, kind) for every field: the source of docs/recipes.md.
 
+    ``kind`` names the kind that owns a field of a kinded section ('' for the section's own).
     A field whose choices are a registry lists every registered option with its own help.
     """
     rows = []
-    for sname, cls in SECTIONS.items():
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            help_ = f.metadata["help"]
-            choices = f.metadata.get("choices")
-            if isinstance(choices, Registry):
-                help_ = f"{help_}: {choices.describe()}"
-            bounds = range_text(hints[f.name], dict(f.metadata))
-            if bounds:
-                help_ = f"{help_}; range {bounds}"
-            rows.append((f"{sname}.{f.name}", _type_name(hints[f.name]), repr(default), help_))
+    for f in all_fields():
+        meta = f.meta
+        help_ = meta["help"]
+        choices = meta.get("choices")
+        if isinstance(choices, Registry):
+            help_ = f"{help_}: {choices.describe()}"
+        bounds = range_text(f.type, meta)
+        if bounds:
+            help_ = f"{help_}; range {bounds}"
+        rows.append((f.key, _type_name(f.type), repr(f.default()), help_, f.kind or ""))
     return rows

@@ -19,8 +19,9 @@ from typing import Any
 from odedistill._io import atomic_write_json, atomic_write_text
 from odedistill.errors import UserError
 from odedistill.infra.checkpoint import latest_checkpoint
-from odedistill.infra.config import Config
+from odedistill.infra.config import SECTIONS, Config
 from odedistill.infra.recipes import from_dict, load_config, to_toml
+from odedistill.infra.schema import kinds_of
 
 #: fields a resumed run may change (with why); everything else must match the saved recipe
 RESUMABLE_CHANGES: dict[str, str] = {
@@ -50,7 +51,7 @@ def _resumable(key: str) -> bool:
 
 def _differences(new: dict[str, Any], saved: dict[str, Any]) -> list[str]:
     """Fields whose value differs; a field the saved recipe predates is compared with its default."""
-    defaults = Config().to_dict()
+    defaults = default_config(new).to_dict()
     out = []
     for section, body in new.items():
         stored = saved.get(section, {})
@@ -58,6 +59,27 @@ def _differences(new: dict[str, Any], saved: dict[str, Any]) -> list[str]:
             if stored.get(key, defaults[section][key]) != value:
                 out.append(f"{section}.{key}")
     return out
+
+
+def default_config(table: dict[str, Any]) -> Config:
+    """The default config with the kinds that ``table`` (a config's ``to_dict()``) chooses."""
+    kinds = {
+        name: cls(kind=table[name]["kind"])
+        for name, cls in SECTIONS.items()
+        if kinds_of(cls) is not None and name in table
+    }
+    return Config(**kinds)
+
+
+def upgrade_saved(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config.json of an older version in today's layout: the flow map's options,
+    once a section ``[flowmap]`` of their own, are fields of ``[student]``."""
+    saved = dict(saved)
+    flowmap = saved.pop("flowmap", None)
+    if isinstance(flowmap, dict) and isinstance(saved.get("student"), dict):
+        if saved["student"].get("kind") == "flowmap":
+            saved["student"] = {**saved["student"], **flowmap}
+    return saved
 
 
 def write_run_config(cfg: Config, run_dir: Path) -> None:
@@ -106,7 +128,7 @@ def _read_saved(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is damaged ({type(e).__name__}); the run cannot resume") from None
     if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
         raise UserError(f"{path} is damaged (not a table of sections); the run cannot resume")
-    return saved
+    return upgrade_saved(saved)
 
 
 def prepare_run(

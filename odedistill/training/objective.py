@@ -67,10 +67,10 @@ def make_objective(
 ) -> tuple[nn.Module, Indices]:
     """The session's objective module and how the noise streams draw its indices."""
     if isinstance(session.model, FlowMap):
-        f = session.cfg.flowmap
+        f = session.cfg.student.options
         ema = next(iter(session.ema.models.values()), None)
         if f.source_state == "ema" and ema is None:
-            raise UserError("flowmap.source_state = 'ema' needs an EMA: set train.ema_rates")
+            raise UserError("student.source_state = 'ema' needs an EMA: set train.ema_rates")
         objective = FlowMapObjective(
             session.model,
             session.system,

@@ -1,0 +1,121 @@
+"""What a kind is: a registry entry that owns its config section, checks, build, checkpoint spec and capabilities.
+
+A recipe picks a kind by name (``student.kind``, ``teacher.kind``, ``system.kind``). The kind
+declares the dataclass of its OWN fields (``config``, built with ``odedistill.fields._f``): the
+recipe's section then holds the section's common fields plus the kind's, and the kind's are
+validated, documented and overridden (``--set``) like any other. Whatever else differs between
+kinds is a method or a capability here, never an ``isinstance`` or a name test elsewhere.
+
+This layer sits below the assembly (``odedistill.infra``) and above the maths: a kind sees the
+validated config as a plain object and never imports the assembly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+#: how a noise stream draws a batch's objective indices: (N, n, generator) -> tensors
+Indices = Callable[[int, int, torch.Generator], tuple[torch.Tensor, ...]]
+
+#: a fresh autocast context for the networks' forward passes (the residual stays float32)
+Autocast = Callable[[], contextlib.AbstractContextManager]
+
+
+@dataclass
+class NoOptions:
+    """A kind without fields of its own."""
+
+
+class Kind:
+    """A named choice of a recipe section that owns itself.
+
+    Attributes:
+        name: the name a recipe gives (set by the registration).
+        help: one line for the recipe reference.
+        config: the dataclass of the kind's own fields (``NoOptions`` when it has none).
+        capabilities: what the kind can do, as words other code tests
+            (``"multi_step" in kind.capabilities``).
+    """
+
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    config: ClassVar[type] = NoOptions
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def check(self, options: Any, cfg: Any, source: str) -> None:
+        """Rules between the kind's own fields and the rest of a validated recipe ``cfg``
+        (a one-line ``UserError`` naming the fields and the fix)."""
+
+
+@dataclass
+class ObjectiveParts:
+    """What a student kind's training objective is made of, assembled once from the recipe.
+
+    ``ema`` is the first EMA copy of the student (None without EMAs); ``autocast`` opens the
+    run's precision around the networks' forward passes; ``through`` lets the gradient through
+    the residual's target f(x, t); ``causal_eps`` is ``loss.causal_eps``.
+    """
+
+    model: nn.Module
+    system: Any
+    scheme: Any
+    distance: Any
+    grid: torch.Tensor
+    autocast: Autocast
+    ema: nn.Module | None = None
+    through: bool = False
+    causal_eps: float = 0.0
+    continuous: bool = False
+
+
+class StudentKind(Kind):
+    """A kind of trajectory student (``student.kind``): how the network becomes the model
+    x_θ, what the checkpoint records of it, how it trains and how it is evaluated.
+
+    Capabilities: ``"multi_step"`` (samples in several jumps), ``"two_times"`` (the network
+    takes a second time input), ``"causal"`` (takes ``loss.causal_eps``).
+    """
+
+    def net_kwargs(self, options: Any) -> dict[str, Any]:
+        """Extra constructor arguments of the student's network (stored in its spec)."""
+        return {}
+
+    def build(self, net: nn.Module, system: Any, param: Any, options: Any) -> nn.Module:
+        """The student model around ``net`` for ``system`` with parametrisation ``param``."""
+        raise NotImplementedError
+
+    def spec(self, model: nn.Module) -> dict[str, Any]:
+        """What a checkpoint records of the model beyond its network and parametrisation
+        (numbers and strings only)."""
+        return {}
+
+    def rebuild(self, net: nn.Module, spec: dict[str, Any], param: Any) -> nn.Module:
+        """The model a checkpoint's student spec describes, around a fresh ``net``."""
+        raise NotImplementedError
+
+    def objective(self, parts: ObjectiveParts, options: Any) -> nn.Module:
+        """The per-sample loss module: ``objective(z, *indices, cond)`` -> losses (B,)."""
+        raise NotImplementedError
+
+    def indices(self, options: Any, continuous: bool) -> Indices:
+        """How a noise stream draws the objective's indices for a batch."""
+        raise NotImplementedError
+
+    def eval_steps(self, options: Any) -> list[int]:
+        """The numbers of jumps the evaluation samples with beside the one-step sample
+        (reported as ``student@K``); empty for a one-step student."""
+        return []
+
+
+class TeacherFamily(Kind):
+    """A family of teachers (``teacher.kind``): how its network is built or loaded."""
+
+
+class SystemKind(Kind):
+    """A kind of ODE (``system.kind``): how the system is built from the recipe."""

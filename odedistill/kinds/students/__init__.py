@@ -1,0 +1,1 @@
+"""The built-in student kinds, one module each."""
