@@ -16,13 +16,13 @@ from odedistill.infra.config import Config
 from odedistill.infra.devices import resolve_device
 from odedistill.infra.ema import EMA
 from odedistill.infra.registries import (
-    SYSTEMS,
     StudentNet,
-    Teacher,
     build_student_network,
     build_system,
     build_teacher,
 )
+from odedistill.infra.schema import flat
+from odedistill.kinds import SYSTEMS, Teacher
 from odedistill.models.base import TrajectoryModel
 from odedistill.models.boundary import BoundaryTrajectory
 from odedistill.models.flowmap import FlowMap
@@ -60,9 +60,7 @@ def student_spec(
     only: it cannot be rebuilt from a file.
     """
     section = (
-        dict(vars(cfg.system))
-        if from_recipe
-        else {"kind": "object", "class": type(system).__qualname__}
+        flat(cfg.system) if from_recipe else {"kind": "object", "class": type(system).__qualname__}
     )
     return {
         "format": "odedistill-student-1",
@@ -97,7 +95,7 @@ def build_session(
     teacher: Teacher | None = None
     from_recipe = system is None
     if system is None:
-        if SYSTEMS.get(cfg.system.kind).needs_teacher:
+        if "needs_teacher" in SYSTEMS.get(cfg.system.kind).capabilities:
             teacher = build_teacher(cfg, device)
         system = build_system(cfg, device, teacher)
     check_system(system, device)
@@ -120,16 +118,18 @@ def build_session(
 
 def flow_map_skip(cfg: Config, system: ODESystem) -> SkipScaling | None:
     """The skip term of a flow map (``student.skip``): the teacher's own c_skip, c_out
-    ('auto'), EDM's with the recipe's σ_d ('edm'), or None for the plain map."""
+    ('auto'), EDM's with the recipe's system.sigma_data ('edm'), or None for the plain map."""
     mode = cfg.student.options.skip
     skip = None if mode == "none" else system.flow_map_skip()
+    sigma_data = getattr(cfg.system.options, "sigma_data", None)
     if mode == "edm":
-        if skip is None:
+        if skip is None or sigma_data is None:
             raise UserError(
-                f"student.skip = 'edm' needs a system with a skip scaling; {type(system).__name__} "
-                "has none: use 'auto' or 'none'"
+                f"student.skip = 'edm' needs a system with a skip scaling and system.sigma_data "
+                f"(system.kind = 'probability_flow'), not {type(system).__name__}: use 'auto' "
+                "or 'none'"
             )
-        skip = SkipScaling.edm(cfg.system.sigma_data)
+        skip = SkipScaling.edm(sigma_data)
     return skip
 
 
