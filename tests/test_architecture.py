@@ -106,7 +106,7 @@ def test_no_function_level_imports_of_the_package_outside_the_cli():
 
 #: the maths layer: plain torch (and scipy's ODE solver for reference solutions)
 MATHS = ["systems", "models", "schemes", "grids.py", "distances.py", "loss.py", "solvers.py",
-         "schedules.py"]  # fmt: skip
+         "schedules.py", "parametrisation.py"]  # fmt: skip
 #: of scipy, the maths may import only its ODE integrators (solve_ivp, the reference solver)
 MATHS_SCIPY = ("scipy.integrate",)
 

@@ -12,7 +12,7 @@ from odedistill.infra.recipes import (
     load_config,
     to_toml,
 )
-from odedistill.kinds import STUDENTS
+from odedistill.kinds import STUDENTS, SYSTEMS, TEACHERS
 from tests.conftest import invoke
 
 
@@ -78,14 +78,15 @@ def test_resolved_config_round_trips(kind):
 
 
 def test_every_key_is_a_field_of_some_kind():
-    """all_keys() is the union of the keys of the configs of every student kind."""
+    """all_keys() is the union of the keys of the configs of every student, system and
+    teacher kind."""
     keys = set()
-    for kind in STUDENTS.names():
-        keys |= {
-            f"{s}.{k}"
-            for s, b in from_dict({"student": {"kind": kind}}).to_dict().items()
-            for k in b
-        }
+    for section, registry in (("student", STUDENTS), ("system", SYSTEMS), ("teacher", TEACHERS)):
+        for kind in registry.names():
+            body = {"kind": kind}
+            if "needs_path" in registry.get(kind).capabilities:
+                body["path"] = "teacher.pkl"
+            keys |= {f"{s}.{k}" for s, b in from_dict({section: body}).to_dict().items() for k in b}
     assert sorted(all_keys()) == sorted(keys)
     assert len(all_keys()) == len(keys)
 

@@ -178,9 +178,10 @@ def test_pid_loss_vanishes_on_the_flow_teachers_euler_steps():
 def test_recipe_interval_rules():
     assert load_config("quickstart_fm").system.kind == "flow_matching"
     fm = {"system": {"kind": "flow_matching", "t_max": 1.0, "t_min": 0.0}}
-    assert from_dict(fm).system.t_min == 0.0
+    assert from_dict(fm).system.options.t_min == 0.0
+    assert from_dict({"system": {"kind": "flow_matching"}}).system == from_dict(fm).system
     with pytest.raises(UserError, match="exceeds 1"):
-        from_dict({"system": {"kind": "flow_matching"}})  # the PF-ODE's default T = 80
+        from_dict({"system": {"kind": "flow_matching", "t_max": 80.0}})
     with pytest.raises(UserError, match="must be > 0 for the probability-flow ODE"):
         from_dict({"system": {"t_min": 0.0}})
     with pytest.raises(UserError, match="needs a flow-matching velocity"):

@@ -25,8 +25,8 @@ from odedistill import (
 from odedistill.infra.build import build_session
 from odedistill.infra.recipes import load_config
 from odedistill.kinds.students.flowmap import flowmap_indices, sampler_jumps
-from odedistill.models.flowmap import FlowMap, default_parametrisation, sample_times, subgrid
-from odedistill.models.parametrisation import Parametrisation
+from odedistill.models.flowmap import FlowMap, sample_times, subgrid
+from odedistill.models.parametrisation import Parametrisation, SkipScaling
 from odedistill.solvers import euler
 from tests.conftest import invoke
 
@@ -38,7 +38,7 @@ def _pf(shape=(2,)):
     return ProbabilityFlowODE(ring_mixture(), shape)
 
 
-@pytest.mark.parametrize("skip", [0.5, None])
+@pytest.mark.parametrize("skip", [SkipScaling.edm(0.5), SkipScaling.linear(-1.0), None])
 @pytest.mark.parametrize("shape", [(2,), (1, 8, 8)])
 def test_the_boundary_holds_exactly_for_every_s(skip, shape):
     torch.manual_seed(0)
@@ -67,7 +67,7 @@ def test_pid_is_recovered_at_s_equal_T_bit_for_bit(shape):
         return SmallUNet(shape, channels=8, two_times=two_times)
 
     pid = FlowMap.for_system(net(False), system, two_times=False)
-    fm = FlowMap(net(True), 80.0, 0.002, default_parametrisation(system), system.sigma_data)
+    fm = FlowMap(net(True), 80.0, 0.002, system.default_parametrisation(), system.flow_map_skip())
     z = system.sample_initial(32, torch.Generator().manual_seed(1))
     t = grid[torch.randint(0, 250, (32,))].float()
     assert torch.equal(fm(z, t), pid(z, t))
@@ -174,7 +174,13 @@ def test_the_schemes_keep_their_order_on_a_flow_maps_path(scheme, order):
 def test_k_step_sampling_is_composition():
     torch.manual_seed(0)
     system = _pf()
-    model = FlowMap(MLP((2,), 32, 2, two_times=True), 80.0, 0.002, Parametrisation.edm(0.5), 0.5)
+    model = FlowMap(
+        MLP((2,), 32, 2, two_times=True),
+        80.0,
+        0.002,
+        Parametrisation.edm(0.5),
+        SkipScaling.edm(0.5),
+    )
     for p in model.parameters():
         p.data += 0.1 * torch.randn_like(p)
     grid = karras_grid(250, 80.0, 0.002)

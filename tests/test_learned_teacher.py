@@ -67,7 +67,12 @@ def run_eval(session, run_dir, **overrides):
 def test_the_recipe_finds_its_shipped_files_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config("digits_learned")
-    for path in (cfg.teacher.path, cfg.eval.fid_ref, cfg.eval.fid_detector, cfg.eval.fid_floor_ref):
+    for path in (
+        cfg.teacher.options.path,
+        cfg.eval.fid_ref,
+        cfg.eval.fid_detector,
+        cfg.eval.fid_floor_ref,
+    ):
         assert path.startswith(str(DATA_DIR)) and (DATA_DIR / path.split("/")[-1]).is_file()
 
 

@@ -351,5 +351,5 @@ def test_custom_ode_recipe_example_is_valid():
     block = text.split("```toml\n", 1)[1].split("```", 1)[0]
     cfg = from_dict(tomllib.loads(block))
     assert cfg.system.kind == "pendulum_family:PendulumFamily"
-    assert cfg.system.args == {"T": 1.5, "gamma": [0.1, 0.5]}
+    assert cfg.system.options.args == {"T": 1.5, "gamma": [0.1, 0.5]}
     assert cfg.loss.causal_eps == 30.0 and cfg.student.normalise

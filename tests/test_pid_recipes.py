@@ -45,7 +45,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 )
 def test_official_settings(recipe, teacher, lr, batch, iterations, precision, micro, label_dim):
     cfg = load_config(recipe)
-    assert cfg.teacher.kind == "edm" and Path(cfg.teacher.path).name == teacher
+    assert cfg.teacher.kind == "edm" and Path(cfg.teacher.options.path).name == teacher
     assert cfg.student.net == cfg.student.init == "teacher" and cfg.student.dropout == 0.0
     assert (cfg.scheme.kind, cfg.scheme.N, cfg.scheme.grid, cfg.scheme.rho) == (
         "upwind",
@@ -63,11 +63,15 @@ def test_official_settings(recipe, teacher, lr, batch, iterations, precision, mi
         micro,
     )
     assert t.ema_rates == [0.999, 0.9999, 0.99995]
-    assert (cfg.system.t_max, cfg.system.t_min, cfg.system.sigma_data) == (80.0, 0.002, 0.5)
+    assert (cfg.system.options.t_max, cfg.system.options.t_min, cfg.system.options.sigma_data) == (
+        80.0,
+        0.002,
+        0.5,
+    )
     stand_in = load_config(recipe, ["teacher.kind=edm_random"])
     from odedistill.teachers.architectures import edm_architecture
 
-    kw = edm_architecture(stand_in.teacher.arch)
+    kw = edm_architecture(stand_in.teacher.options.arch)
     assert kw["label_dim"] == label_dim
 
 

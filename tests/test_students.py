@@ -139,7 +139,6 @@ def test_the_pid_student_is_pids_formula_bit_for_bit(system, dtype):
     """The 'pid' kind's student (a FlowMap with one time input) computes exactly the arithmetic
     of PID's formula, so a PID run trains bit for bit as before flow maps shared its class."""
     from odedistill.kinds import STUDENTS
-    from odedistill.models.flowmap import default_parametrisation
     from odedistill.models.nets import MLP, SmallUNet
     from odedistill.models.parametrisation import Parametrisation, RootScale
 
@@ -153,12 +152,12 @@ def test_the_pid_student_is_pids_formula_bit_for_bit(system, dtype):
         sys_ = odedistill.ProbabilityFlowODE(odedistill.digits_mixture(16), (1, 8, 8))
     image = sys_.is_image
     net = SmallUNet((1, 8, 8), channels=8, label_dim=3) if image else MLP((2,), 32, 2)
-    param = default_parametrisation(sys_)
+    param = sys_.default_parametrisation()
     if system == "vp":  # a teacher-supplied parametrisation: VP input scale and time input
         param = Parametrisation(0.0, RootScale(1.0), VPNoise(19.9, 0.1, 1000))
     for p in net.parameters():  # trained-looking weights, not the zero-initialised output
         p.data += 0.1 * torch.randn_like(p)
-    model = STUDENTS.get("pid").build(net, sys_, param, None).to(dtype)
+    model = STUDENTS.get("pid").build(net, sys_, param, None, None).to(dtype)
     g = torch.Generator().manual_seed(1)
     z = sys_.sample_initial(6, g).to(dtype)
     t = torch.linspace(sys_.t_start, sys_.t_end, 6, dtype=dtype)

@@ -53,7 +53,9 @@ class PolynomialStudent(StudentKind):
 
     config = PolynomialConfig
 
-    def build(self, net, system, param: Parametrisation, options: PolynomialConfig) -> Polynomial:
+    def build(
+        self, net, system, param: Parametrisation, options: PolynomialConfig, cfg
+    ) -> Polynomial:
         return Polynomial(net, system.t_start, system.t_end, param, options.power)
 
     def spec(self, model: Polynomial) -> dict[str, Any]:

@@ -11,7 +11,6 @@ import torch
 from odedistill import MLP, FlowMap, LinearODE, UserError, solve_reference
 from odedistill.infra.students import rebuild_system
 from odedistill.models.base import TrajectoryModel
-from odedistill.models.flowmap import default_parametrisation
 from odedistill.models.parametrisation import Parametrisation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -96,7 +95,7 @@ def test_residual_of_a_network_student_matches_finite_differences(z):
     net = MLP((2,), 16, 2).double()
     for p in net.parameters():
         p.data += 0.3 * torch.randn_like(p)
-    model = FlowMap.for_system(net, SYSTEM, default_parametrisation(SYSTEM), two_times=False)
+    model = FlowMap.for_system(net, SYSTEM, SYSTEM.default_parametrisation(), two_times=False)
     model.attach(SYSTEM)
     n = 2000
     t = torch.linspace(SYSTEM.t_start, SYSTEM.t_end, n + 1, dtype=torch.float64)

@@ -23,7 +23,6 @@ from odedistill.infra.recipes import from_dict
 from odedistill.kinds import STUDENTS
 from odedistill.models.base import TrajectoryModel
 from odedistill.systems.base import ODESystem
-from odedistill.systems.probability_flow import ProbabilityFlowODE
 from odedistill.training.trainer import Trainer
 from odedistill.training.validation import shortfall
 
@@ -125,7 +124,7 @@ def distill(
     if times == "auto":
         times = "continuous" if scheme == "autodiff" and target_grad == "through" else "grid"
     if grid == "auto":
-        grid = "karras" if isinstance(system, ProbabilityFlowODE) else "uniform"
+        grid = system.default_grid
     if N is None:
         N = 100 if network else 65
     if validate_every is None:

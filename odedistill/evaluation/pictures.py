@@ -10,7 +10,6 @@ from odedistill.infra import pictures
 from odedistill.models.base import TrajectoryModel
 from odedistill.solvers import solve_reference
 from odedistill.systems.base import ODESystem
-from odedistill.systems.probability_flow import ProbabilityFlowODE
 
 
 def _student_panels(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -73,13 +72,10 @@ def write_samples_png(
         )
         exact = solve_reference(system, z, t_eval=times.tolist(), rtol=1e-8, atol=1e-8)
         title = "trajectories (student -, exact --)"
-        if isinstance(system, ProbabilityFlowODE):
-            # x(t) ~ data + t n: dividing by sqrt(1 + t^2) brings the whole path to data scale
-            scale = (1 + times**2).rsqrt()[:, None, None]
-            student, exact = student * scale, exact * scale
-            title = (
-                f"x(t)/sqrt(1+t^2), t: {system.t_start:g} -> {system.t_end:g} (student -, exact --)"
-            )
+        scale = system.data_scale(times)
+        if scale is not None:  # the whole path on the data's scale
+            student, exact = student * scale[:, None, None], exact * scale[:, None, None]
+            title = f"x(t) at data scale, t: {system.t_start:g} -> {system.t_end:g} (student -, exact --)"
         traj = (times, student, exact)
     return pictures.plot_2d(panels, path, traj, traj_title=title if traj else "")
 

@@ -15,6 +15,7 @@ from odedistill.evaluation.endpoints import teacher_endpoints, teacher_key
 from odedistill.evaluation.metrics import relative_error, sliced_w1
 from odedistill.grids import make_grid
 from odedistill.infra.config import Config
+from odedistill.infra.schema import flat
 from odedistill.kinds import STUDENTS
 from odedistill.models.base import TrajectoryModel
 from odedistill.models.flowmap import FlowMap, sample_times
@@ -114,7 +115,7 @@ def evaluate(
     teacher_only = data is None and heun_grid is not None and not system.has_exact_solution
     label = reference_label(system, heun_grid)
     if teacher_only:
-        key = teacher_key(dict(vars(cfg.teacher)), e.seed, colloc)
+        key = teacher_key(flat(cfg.teacher), e.seed, colloc)
         x_exact, cost = teacher_endpoints(system, z, cond, colloc, label, key, run_dir, console)
         ref_seconds = cost["seconds"]
         data = data2 = None

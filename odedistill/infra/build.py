@@ -15,16 +15,14 @@ from odedistill.infra.config import Config
 from odedistill.infra.devices import resolve_device
 from odedistill.infra.ema import EMA
 from odedistill.infra.registries import (
-    SYSTEMS,
     StudentNet,
-    Teacher,
     build_student_network,
     build_system,
     build_teacher,
 )
-from odedistill.kinds import STUDENTS
+from odedistill.infra.schema import flat
+from odedistill.kinds import STUDENTS, SYSTEMS, Teacher
 from odedistill.models.base import TrajectoryModel
-from odedistill.models.flowmap import default_parametrisation
 from odedistill.models.parametrisation import Parametrisation
 from odedistill.schemes import ResidualScheme, make_scheme
 from odedistill.systems.base import ODESystem
@@ -59,9 +57,7 @@ def student_spec(
     only: it cannot be rebuilt from a file.
     """
     section = (
-        dict(vars(cfg.system))
-        if from_recipe
-        else {"kind": "object", "class": type(system).__qualname__}
+        flat(cfg.system) if from_recipe else {"kind": "object", "class": type(system).__qualname__}
     )
     return {
         "format": "odedistill-student-1",
@@ -96,7 +92,7 @@ def build_session(
     teacher: Teacher | None = None
     from_recipe = system is None
     if system is None:
-        if SYSTEMS.get(cfg.system.kind).needs_teacher:
+        if "needs_teacher" in SYSTEMS.get(cfg.system.kind).capabilities:
             teacher = build_teacher(cfg, device)
         system = build_system(cfg, device, teacher)
     check_system(system, device)
@@ -121,9 +117,9 @@ def wrap_student(
     cfg: Config, net: nn.Module, system: ODESystem, param: Parametrisation | None
 ) -> TrajectoryModel:
     """The student around ``net``, as its kind (``student.kind``) wraps it."""
-    param = param or default_parametrisation(system)
+    param = param or system.default_parametrisation()
     kind = STUDENTS.get(cfg.student.kind)
-    model = kind.build(net, system, param, cfg.student.options)
+    model = kind.build(net, system, param, cfg.student.options, cfg)
     model.state_shape = tuple(system.state_shape)
     return model
 

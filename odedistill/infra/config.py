@@ -17,12 +17,11 @@ from odedistill.fields import _f
 from odedistill.grids import GRIDS
 from odedistill.infra.config_eval import EvalConfig
 from odedistill.infra.precision import AUTOCAST_DTYPES
-from odedistill.infra.registries import NETWORKS, SYSTEMS, TEACHERS
+from odedistill.infra.registries import NETWORKS
 from odedistill.infra.schema import OPTIONS, KindedSection, flat
-from odedistill.kinds import STUDENTS
+from odedistill.kinds import STUDENTS, SYSTEMS, TEACHERS
 from odedistill.registry import Registry
 from odedistill.schemes import SCHEMES
-from odedistill.teachers.architectures import EDM_ARCHITECTURES
 
 
 @dataclass
@@ -42,91 +41,25 @@ class RunConfig:
 
 
 @dataclass
-class SystemConfig:
-    kind: str = _f("probability_flow", "the ODE", choices=SYSTEMS)
-    args: dict[str, Any] = _f(
-        {},
-        "keyword arguments of the system's class: a 'module:ClassName' system, or 'pendulum' "
-        "and 'linear' (e.g. {T = 3.0}; their arguments are numbers within ±1000)",
+class SystemConfig(KindedSection):
+    KINDS: ClassVar[Registry] = SYSTEMS
+
+    kind: str = _f(
+        "probability_flow", "the ODE (its own fields are listed under it below)", choices=SYSTEMS
     )
-    path: str = _f(
-        "",
-        "folder searched first when importing a 'module:ClassName' system (set from the "
-        "recipe's folder when empty)",
-    )
-    t_max: float = _f(
-        80.0,
-        "T, where the ODE starts: z ~ N(0, T^2 I); probability_flow with a diffusers teacher: "
-        "at most the schedule's largest sigma; flow_matching: at most 1 (1 = pure noise)",
-        lo=0,
-        lo_open=True,
-        hi=1e4,
-    )
-    t_min: float = _f(
-        0.002,
-        "epsilon, where it ends and one-step samples are read; probability_flow: > 0 (with a "
-        "diffusers teacher at least the schedule's smallest sigma); flow_matching: >= 0",
-        lo=0,
-        hi=1e4,
-    )
-    sigma_data: float = _f(
-        0.5, "sigma_data of the preconditioning (student c_in)", lo=0, lo_open=True, hi=1e3
-    )
+    options: Any = field(default=None, metadata=OPTIONS)
 
 
 @dataclass
-class TeacherConfig:
-    kind: str = _f("gaussian_mixture", "the teacher of the ODE", choices=TEACHERS)
-    preset: str = _f(
-        "ring",
-        "mixture means: 'ring' (2-D), 'grid' (2-D) or 'digits' (1x8x8)",
-        choices=("ring", "grid", "digits"),
+class TeacherConfig(KindedSection):
+    KINDS: ClassVar[Registry] = TEACHERS
+
+    kind: str = _f(
+        "gaussian_mixture",
+        "the teacher of the ODE (its own fields are listed under it below)",
+        choices=TEACHERS,
     )
-    modes: int = _f(8, "ring: number of modes; grid: modes per side (at most 64)", lo=1, hi=4096)
-    radius: float = _f(1.0, "ring radius, or grid spacing", lo=0, lo_open=True, hi=1e3)
-    std: float = _f(0.05, "standard deviation of every mixture component", lo=0, hi=1e3)
-    count: int = _f(0, "digits: how many images become means (0 = all 1797)", lo=0, hi=1797)
-    path: str = _f(
-        "",
-        "edm: path to a released .pkl or a converted .safetensors; diffusers: a folder written "
-        "by save_pretrained (unet/ and scheduler/, or a UNet with its scheduler_config.json), "
-        "or a Hugging Face Hub id (owner/name) in the local cache; a relative path not found "
-        "from the working directory is looked up beside the recipe",
-    )
-    arch: str = _f(
-        "ddpmpp",
-        "edm_random: EDM's configuration 'ddpmpp' (CIFAR-10 VP), 'ncsnpp' (CIFAR-10 VE) or "
-        "'adm' (ImageNet-64)",
-        choices=tuple(EDM_ARCHITECTURES),
-    )
-    img_resolution: int = _f(
-        0,
-        "edm_random: image size (0 = the configuration's: 32, or 64 for adm); attention "
-        "stays at the same fractions of it",
-        lo=0,
-        hi=1024,
-    )
-    label_dim: int = _f(
-        -1, "edm_random: classes (-1 = the configuration's: 0, or 1000 for adm)", lo=-1, hi=100000
-    )
-    model_channels: int = _f(
-        0,
-        "edm_random: base channels (0 = the configuration's: 128, or 192 for adm)",
-        lo=0,
-        hi=4096,
-    )
-    channel_mult: list[int] = _f(
-        [],
-        "edm_random: channel multiplier per resolution ([] = the configuration's)",
-        item=dict(lo=1, hi=64),
-        max_len=8,
-    )
-    num_blocks: int = _f(
-        0,
-        "edm_random: residual blocks per resolution (0 = the configuration's: 4, or 3)",
-        lo=0,
-        hi=64,
-    )
+    options: Any = field(default=None, metadata=OPTIONS)
 
 
 @dataclass

@@ -3,17 +3,13 @@ that cannot run together (a one-line ``UserError`` naming both fields and the fi
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
 from odedistill.errors import UserError
 from odedistill.infra.config import Config
-from odedistill.kinds import STUDENTS
+from odedistill.kinds import STUDENTS, SYSTEMS, TEACHERS
 from odedistill.schemes import SCHEMES
-
-#: the most mixture components a preset may build (the grid preset has modes² of them)
-MAX_MODES = 4096
 
 
 def show(value: Any) -> str:
@@ -44,31 +40,15 @@ def check_consistency(cfg: Config, source: str) -> None:
                 f"{source}: 'eval.fid_every' must be a multiple of 'train.checkpoint_every' "
                 f"({cfg.train.checkpoint_every}), since FID is computed from a checkpoint"
             )
-    t = cfg.teacher
-    if t.preset == "grid" and t.modes**2 > MAX_MODES:
-        raise UserError(
-            f"{source}: 'teacher.modes' = {t.modes} makes a grid of {t.modes**2} modes; the "
-            f"grid preset takes at most {math.isqrt(MAX_MODES)} per side ({MAX_MODES} modes)"
-        )
+    for section, registry in (("system", SYSTEMS), ("teacher", TEACHERS)):
+        chosen = getattr(cfg, section)
+        registry.get(chosen.kind).check(chosen.options, cfg, source)
     student = STUDENTS.get(cfg.student.kind)
     student.check(cfg.student.options, cfg, source)
     if e.fid_end and not (e.fid_ref and e.fid_detector):
         raise UserError(
             f"{source}: 'eval.fid_end' needs 'eval.fid_ref' and 'eval.fid_detector' "
             "(see docs/evaluation.md)"
-        )
-    s = cfg.system
-    if s.t_min >= s.t_max:
-        raise UserError(f"{source}: 'system.t_min' must be smaller than 'system.t_max'")
-    if s.kind == "probability_flow" and s.t_min == 0:
-        raise UserError(
-            f"{source}: 'system.t_min' must be > 0 for the probability-flow ODE (its vector "
-            "field divides by t); PID uses 0.002"
-        )
-    if s.kind == "flow_matching" and s.t_max > 1:
-        raise UserError(
-            f"{source}: 'system.t_max' = {s.t_max:g} exceeds 1, where the flow-matching "
-            "interpolation (1 - t) x0 + t eps is pure noise; set system.t_max = 1.0"
         )
     if cfg.train.tol > 0 and not cfg.train.validate_every:
         raise UserError(
@@ -107,7 +87,8 @@ def check_consistency(cfg: Config, source: str) -> None:
             f"{source}: 'train.micro_batch' = {cfg.train.micro_batch} exceeds 'train.batch' = "
             f"{cfg.train.batch}; use 0 for one pass"
         )
-    if cfg.teacher.kind in ("edm", "diffusers") and not cfg.teacher.path:
+    teacher = TEACHERS.get(cfg.teacher.kind)
+    if "needs_path" in teacher.capabilities and not cfg.teacher.options.path:
         raise UserError(
             f"{source}: 'teacher.path' is required when teacher.kind = '{cfg.teacher.kind}'"
         )

@@ -21,6 +21,7 @@ from odedistill.fields import MAX_FLOAT, MAX_INT
 from odedistill.infra.config import SECTIONS, Config
 from odedistill.infra.consistency import check_consistency, show
 from odedistill.infra.schema import FieldInfo, kinds_of, section_fields
+from odedistill.kinds import SYSTEMS
 from odedistill.registry import Registry
 
 
@@ -270,8 +271,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     raw = apply_overrides(read_recipe(path), overrides or [])
     cfg = from_dict(raw, source=str(path))
     folder = resolve_recipe(path).resolve().parent
-    if ":" in cfg.system.kind and not cfg.system.path:
-        cfg.system.path = str(folder)
+    system = cfg.system
+    if "imports" in SYSTEMS.get(system.kind).capabilities and not system.options.path:
+        system.options.path = str(folder)
     for section, key in _FILE_KEYS:
         obj = getattr(cfg, section)
         if not hasattr(obj, key):  # a field of a kind the section did not choose

@@ -28,9 +28,8 @@ from odedistill.grids import make_grid
 from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint, stored_weights
 from odedistill.infra.devices import resolve_device
 from odedistill.infra.recipes import from_dict
-from odedistill.infra.registries import SYSTEMS, TEACHER_NETWORKS, Teacher
-from odedistill.infra.user_systems import USER_KIND
-from odedistill.kinds import STUDENTS
+from odedistill.infra.registries import TEACHER_NETWORKS
+from odedistill.kinds import STUDENTS, SYSTEMS, Teacher
 from odedistill.models.base import TrajectoryModel
 from odedistill.models.flowmap import sample_times
 from odedistill.models.nets import MLP, SmallUNet
@@ -184,7 +183,7 @@ def rebuild_system(
             raise UserError(
                 f"{where}: the run's system is the built-in {stored!r}; drop --system {kind}"
             )
-        if not (isinstance(kind, str) and USER_KIND.match(kind)):
+        if not SYSTEMS.is_user_kind(kind):
             raise UserError(f"--system expects package.module:ClassName, got {kind!r}")
         section = {"kind": kind, "path": ".", "args": section.get("args", {})}
     elif not SYSTEMS.is_builtin(stored):
@@ -192,7 +191,8 @@ def rebuild_system(
     cfg = from_dict({"system": section}, source=f"{where} (student's system)")
     kind = SYSTEMS.get(cfg.system.kind)
     shapes = Teacher(None, tuple(spec["state_shape"]), int(spec["label_dim"]))
-    return kind.build(cfg, shapes if kind.needs_teacher else None)
+    teacher = shapes if "needs_teacher" in kind.capabilities else None
+    return kind.build(cfg.system.options, cfg, teacher)
 
 
 #: student kinds under the names older checkpoints gave them

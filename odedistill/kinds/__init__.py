@@ -6,16 +6,50 @@ a new kind is a new module and a new line (or a ``register`` call from a user's 
 
 from __future__ import annotations
 
-from odedistill.kinds.base import StudentKind, SystemKind, TeacherFamily
+from odedistill.kinds.base import StudentKind, SystemKind, Teacher, TeacherFamily
 from odedistill.kinds.students.flowmap import FlowMapStudent
 from odedistill.kinds.students.pid import PIDStudent
+from odedistill.kinds.systems.builtin import BuiltinKind
+from odedistill.kinds.systems.flow_matching import FlowMatchingKind
+from odedistill.kinds.systems.probability_flow import ProbabilityFlowKind
+from odedistill.kinds.systems.user import USER_NAME, SystemRegistry, UserKind
+from odedistill.kinds.teachers.diffusers import DiffusersFamily
+from odedistill.kinds.teachers.edm import EDMFamily
+from odedistill.kinds.teachers.edm_random import EDMRandomFamily
+from odedistill.kinds.teachers.mixture import MixtureFamily
 from odedistill.registry import Registry
+from odedistill.systems.linear import LinearODE
+from odedistill.systems.pendulum import DampedPendulum
 
 STUDENTS: Registry[StudentKind] = Registry("student kind")
 TEACHERS: Registry[TeacherFamily] = Registry("teacher family")
-SYSTEMS: Registry[SystemKind] = Registry("system kind")
+SYSTEMS = SystemRegistry("system kind")
 
 STUDENTS.register("pid", PIDStudent())
 STUDENTS.register("flowmap", FlowMapStudent())
 
-__all__ = ["STUDENTS", "SYSTEMS", "TEACHERS", "StudentKind", "SystemKind", "TeacherFamily"]
+
+def _add(registry: Registry, name: str, kind: TeacherFamily | SystemKind) -> None:
+    registry.register(name, kind, help=kind.help)
+
+
+_add(TEACHERS, "gaussian_mixture", MixtureFamily())
+_add(TEACHERS, "edm", EDMFamily())
+_add(TEACHERS, "diffusers", DiffusersFamily())
+_add(TEACHERS, "edm_random", EDMRandomFamily())
+
+_add(SYSTEMS, "probability_flow", ProbabilityFlowKind())
+_add(SYSTEMS, "flow_matching", FlowMatchingKind())
+_add(SYSTEMS, "linear", BuiltinKind(LinearODE, "LinearODE, a decaying spiral"))
+_add(SYSTEMS, "pendulum", BuiltinKind(DampedPendulum, "DampedPendulum"))
+_add(SYSTEMS, USER_NAME, UserKind())
+
+__all__ = [
+    "STUDENTS",
+    "SYSTEMS",
+    "TEACHERS",
+    "StudentKind",
+    "SystemKind",
+    "Teacher",
+    "TeacherFamily",
+]

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
 from odedistill.loss import Autocast
+from odedistill.systems.base import ODESystem
 
 #: how a noise stream draws a batch's objective indices: (N, n, generator) -> tensors
 Indices = Callable[[int, int, torch.Generator], tuple[torch.Tensor, ...]]
@@ -84,8 +85,9 @@ class StudentKind(Kind):
         """Extra constructor arguments of the student's network (stored in its spec)."""
         return {}
 
-    def build(self, net: nn.Module, system: Any, param: Any, options: Any) -> nn.Module:
-        """The student model around ``net`` for ``system`` with parametrisation ``param``."""
+    def build(self, net: nn.Module, system: Any, param: Any, options: Any, cfg: Any) -> nn.Module:
+        """The student model around ``net`` for ``system`` with parametrisation ``param``
+        (``cfg``: the whole validated recipe, for what the kind reads beyond its options)."""
         raise NotImplementedError
 
     def spec(self, model: nn.Module) -> dict[str, Any]:
@@ -111,9 +113,43 @@ class StudentKind(Kind):
         return []
 
 
+class Teacher(NamedTuple):
+    """A teacher denoiser with the shape of its states and its number of classes.
+
+    ``denoiser`` is None for a teacher known only by its shapes (a student rebuilt from a
+    checkpoint samples without its teacher); ``velocity`` is its flow-matching velocity for a
+    family that has one (capability ``"velocity"``), else None.
+    """
+
+    denoiser: nn.Module | None
+    state_shape: tuple[int, ...]
+    label_dim: int
+    velocity: nn.Module | None = None
+
+
 class TeacherFamily(Kind):
-    """A family of teachers (``teacher.kind``): how its network is built or loaded."""
+    """A family of teachers (``teacher.kind``): how its network is built or loaded.
+
+    Capabilities: ``"needs_path"`` (its ``path`` field names the file or folder it loads: it
+    is required, and a relative one is looked up beside the recipe), ``"network"`` (its
+    denoiser carries a raw network a student can copy: ``model``, ``model_type``,
+    ``model_kwargs``, ``parametrisation()``), ``"velocity"`` (it gives a flow-matching
+    velocity).
+    """
+
+    def build(self, options: Any, cfg: Any, device: torch.device) -> Teacher:
+        """The teacher on ``device`` (eval mode and gradients off are the caller's)."""
+        raise NotImplementedError
 
 
 class SystemKind(Kind):
-    """A kind of ODE (``system.kind``): how the system is built from the recipe."""
+    """A kind of ODE (``system.kind``): how the system is built from the recipe.
+
+    Capabilities: ``"needs_teacher"`` (built around the recipe's teacher), ``"imports"``
+    (building it imports a user's module: never done for a name read from a file).
+    """
+
+    def build(self, options: Any, cfg: Any, teacher: Teacher | None) -> ODESystem:
+        """The system; ``teacher`` is the recipe's (shapes only when rebuilt from a
+        checkpoint) for a kind that needs one, else None."""
+        raise NotImplementedError

@@ -6,10 +6,11 @@
 X(x, s, s) = x holds exactly for every s and every weight. With s = t_start, a = 0 and b = 1
 this is PID's student x(z, t) = w(t)·z + (1 − w(t))·NN(c_in(t_start)·z, c_noise(t), cond): a
 one-time flow map (``two_times=False``) is that student, its network without the second time
-input, and samples in one jump only. The optional skip scaling takes EDM's preconditioning,
-shifted to leave s = t_start alone: a(s) = c_skip(s) − c_skip(T), b(s) = c_out(s)/c_out(T),
-c_skip(s) = σ_d²/(s² + σ_d²), c_out(s) = s·σ_d/√(s² + σ_d²); from a small s the map is then
-the identity plus a small learned correction, which is what the ODE does there.
+input, and samples in one jump only. The optional skip scaling takes the teacher's own
+preconditioning c_skip, c_out (``SkipScaling``; EDM's: c_skip(s) = σ_d²/(s² + σ_d²),
+c_out(s) = s·σ_d/√(s² + σ_d²)), shifted to leave s = t_start alone:
+a(s) = c_skip(s) − c_skip(T), b(s) = c_out(s)/c_out(T); from a small s the map is then the
+identity plus a small learned correction, which is what the ODE does there.
 Sampling with K steps composes the map over T = s_0 > s_1 > … > s_K = t_end.
 """
 
@@ -24,28 +25,8 @@ from torch import nn
 from odedistill._tensor import append_dims
 from odedistill.errors import UserError
 from odedistill.models.base import Path, TrajectoryModel
-from odedistill.models.parametrisation import Parametrisation
+from odedistill.models.parametrisation import Parametrisation, SkipScaling
 from odedistill.systems.base import ODESystem
-from odedistill.systems.flow_matching import FlowMatchingODE
-from odedistill.systems.probability_flow import ProbabilityFlowODE
-
-
-def default_parametrisation(system: ODESystem) -> Parametrisation:
-    """The student's default wrapping of its network, by system type.
-
-    - probability-flow ODE: PID's (anchor 0, c_in = 1/√(σ_d² + T²), c_noise = ln(t)/4);
-    - flow-matching ODE: anchor 0 (x(z, t) = (t/t_max) z + (1 − t/t_max) F, the
-      interpolation with F in the place of x_0), z unscaled, c_noise = t;
-    - any other system: plain (anchor at t_end, c_in = 1, c_noise = t).
-
-    A student that copies a teacher's network takes the teacher's instead (its
-    preconditioner's ``parametrisation()``).
-    """
-    if isinstance(system, ProbabilityFlowODE):
-        return Parametrisation.edm(system.sigma_data)
-    if isinstance(system, FlowMatchingODE):
-        return Parametrisation.plain(0.0)
-    return Parametrisation.plain(system.t_end)
 
 
 class FlowMap(TrajectoryModel):
@@ -57,7 +38,7 @@ class FlowMap(TrajectoryModel):
             ``noise_labels_s``.
         t_start, t_end: the system's interval (the map goes from larger to smaller |t - t_end|).
         param: anchor, input scale c_in(s) and time input c_noise (``Parametrisation``).
-        skip_sigma_data: σ_d of the skip scaling (None: a = 0, b = 1, the plain map).
+        skip: the teacher's c_skip and c_out for the skip term (None: a = 0, b = 1, the plain map).
         two_times: False for PID's one-time student x(z, t) = X(z, t_start, t), whose arithmetic
             is w(t) = (t − t_anchor)/(t_start − t_anchor) with Python-float constants and
             c_in(t_start) a Python float.
@@ -69,7 +50,7 @@ class FlowMap(TrajectoryModel):
         t_start: float,
         t_end: float,
         param: Parametrisation,
-        skip_sigma_data: float | None = None,
+        skip: SkipScaling | None = None,
         *,
         two_times: bool = True,
     ) -> None:
@@ -81,11 +62,11 @@ class FlowMap(TrajectoryModel):
         if self.t_anchor == self.t_start:
             raise ValueError("t_anchor must differ from t_start")
         self.two_times = bool(two_times)
-        if not self.two_times and skip_sigma_data is not None:
+        if not self.two_times and skip is not None:
             raise ValueError(
                 "a one-time flow map starts at t_start, where a = 0 and b = 1: no skip"
             )
-        self.skip_sigma_data = None if skip_sigma_data is None else float(skip_sigma_data)
+        self.skip_scaling = skip
         self.c_in = param.c_in.at(self.t_start)
 
     @classmethod
@@ -94,14 +75,14 @@ class FlowMap(TrajectoryModel):
         net: nn.Module,
         system: ODESystem,
         param: Parametrisation | None = None,
-        skip_sigma_data: float | None = None,
+        skip: SkipScaling | None = None,
         *,
         two_times: bool = True,
     ) -> FlowMap:
         """The flow map of ``system`` around ``net`` (default parametrisation unless given);
         ``two_times=False``: PID's one-time student x(z, t)."""
-        param = param or default_parametrisation(system)
-        return cls(net, system.t_start, system.t_end, param, skip_sigma_data, two_times=two_times)
+        param = param or system.default_parametrisation()
+        return cls(net, system.t_start, system.t_end, param, skip, two_times=two_times)
 
     def c_noise(self, t: torch.Tensor) -> torch.Tensor:
         """The network's time input c_noise(t)."""
@@ -118,17 +99,7 @@ class FlowMap(TrajectoryModel):
 
     def skip(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(a(s), b(s)) in float64; (0, 1) at s = t_start exactly."""
-        sd2 = self.skip_sigma_data**2
-        s64 = s.double()
-        T = torch.full_like(s64, self.t_start)  # the same arithmetic as s: exactly 0 and 1 at T
-
-        def c_skip(u):
-            return sd2 / (u**2 + sd2)
-
-        def c_out(u):
-            return u * self.skip_sigma_data / (u**2 + sd2) ** 0.5
-
-        return c_skip(s64) - c_skip(T), c_out(s64) / c_out(T)
+        return self.skip_scaling.shifted(s, self.t_start)
 
     def transport(
         self,
@@ -147,7 +118,7 @@ class FlowMap(TrajectoryModel):
             class_labels=cond,
             noise_labels_s=self.param.c_noise(s),
         )
-        if self.skip_sigma_data is not None:
+        if self.skip_scaling is not None:
             a, b = self.skip(s)
             F_x = (
                 append_dims(a.to(F_x.dtype), x_s.ndim) * x_s

@@ -15,21 +15,21 @@ from odedistill.models.base import TrajectoryModel, output_problem
 from odedistill.models.flowmap import check_times
 from odedistill.solvers import edm_sampler, euler, heun
 from odedistill.systems.base import ODESystem
-from odedistill.systems.probability_flow import ProbabilityFlowODE
 
 
 def _noise_device(system: ODESystem, device: torch.device) -> torch.device:
     """Where per-seed noise is drawn: the model's device for diffusion noise, else the CPU
     (a system's own sampler draws its initial states there)."""
-    return device if isinstance(system, ProbabilityFlowODE) else torch.device("cpu")
+    return device if system.latent_scale() is not None else torch.device("cpu")
 
 
 def _initial_states(
     system: ODESystem, rnd: SeedNoise, state_shape: tuple[int, ...]
 ) -> torch.Tensor:
-    """One initial state per seed: z ~ N(0, T² I) for diffusion, else the system's sampler."""
-    if isinstance(system, ProbabilityFlowODE):
-        return rnd.randn(state_shape) * system.t_start
+    """One initial state per seed: z = scale·n (diffusion: N(0, T² I)), else the system's sampler."""
+    scale = system.latent_scale()
+    if scale is not None:
+        return rnd.randn(state_shape) * scale
     return torch.cat([system.sample_initial(1, g) for g in rnd.generators])
 
 
@@ -201,10 +201,8 @@ class SolverSampler(SeedSampler):
         self.system, self.method, self.nfe = system, method, nfe
         self.state_shape = tuple(system.state_shape)
         self.label_dim = int(system.label_dim)
-        denoiser = getattr(system, "denoiser", None)
-        self.device = (
-            _module_device(denoiser) if isinstance(denoiser, nn.Module) else torch.device("cpu")
-        )
+        teacher = system.teacher
+        self.device = torch.device("cpu") if teacher is None else _module_device(teacher)
         if method == "euler":
             points, self.last_step_euler = nfe + 1, False
         else:

@@ -6,6 +6,9 @@ import math
 from abc import ABC, abstractmethod
 
 import torch
+from torch import nn
+
+from odedistill.parametrisation import Parametrisation, SkipScaling
 
 
 class ODESystem(ABC):
@@ -29,6 +32,36 @@ class ODESystem(ABC):
     #: f is a large network teacher: PID's stop-gradient sg[f(x)] and grid residual by default
     #: (a cheap user ODE trains with the full gradient at continuous times; DESIGN.md section 6)
     network_teacher: bool = False
+    #: the collocation grid a distillation of this system takes by default (``odedistill.grids``)
+    default_grid: str = "uniform"
+
+    # ------------------------------------------------------------ the teacher
+    @property
+    def teacher(self) -> nn.Module | None:
+        """The network behind ``f`` (a denoiser or a velocity), or None: what a run compiles,
+        converts to channels-last and samples beside; a plain ODE has none."""
+        return None
+
+    def default_parametrisation(self) -> Parametrisation:
+        """How a student wraps its network unless told otherwise: here plain, anchored at
+        t_end (c_in = 1, c_noise = t). A student copying a teacher's network takes the
+        teacher's own instead."""
+        return Parametrisation.plain(self.t_end)
+
+    def flow_map_skip(self) -> SkipScaling | None:
+        """The skip term of a flow map of this system, from its teacher's own
+        preconditioning: c_skip, c_out (None: the plain map, a = 0, b = 1)."""
+        return None
+
+    def latent_scale(self) -> float | None:
+        """z = scale·n from a seed's unit Gaussian latents n (EDM's generate.py noise, drawn
+        on the model's device), or None: ``sample_initial`` from the seed's CPU generator."""
+        return None
+
+    def data_scale(self, t: torch.Tensor) -> torch.Tensor | None:
+        """A factor k(t) that brings x(t) to the data's scale along a path (for pictures);
+        None where x(t) is on it already."""
+        return None
 
     # ----------------------------------------------------------------- the ODE
     @abstractmethod

@@ -18,6 +18,7 @@ import torch
 
 from odedistill._tensor import append_dims, per_sample
 from odedistill.errors import UserError
+from odedistill.parametrisation import Parametrisation
 from odedistill.systems.base import ODESystem
 
 Velocity = Callable[..., torch.Tensor]
@@ -75,9 +76,9 @@ class FlowMatchingODE(ODESystem):
     is measured on the predicted data: ``to_target(x, t, v) = x − t·v``, whose teacher value
     is ``x − t·v_teacher(x, t)``.
 
-    The default student (``odedistill.models.flowmap.default_parametrisation``) is anchored
-    at t = 0: x(z, t) = (t/t_max)·z + (1 − t/t_max)·F, which at t_max = 1 is the
-    interpolation itself with F in the place of x_0; F sees z unscaled and the time t.
+    The default student (``default_parametrisation``) is anchored at t = 0:
+    x(z, t) = (t/t_max)·z + (1 − t/t_max)·F, which at t_max = 1 is the interpolation itself
+    with F in the place of x_0; F sees z unscaled and the time t.
 
     ``velocity=None`` gives the system without its teacher: it draws initial states and
     conditions (what sampling a trained student needs) but has no vector field.
@@ -100,6 +101,13 @@ class FlowMatchingODE(ODESystem):
         self.t_start = float(t_max)
         self.t_end = float(t_min)
         self.label_dim = int(label_dim)
+
+    @property
+    def teacher(self) -> torch.nn.Module | None:
+        return self.velocity if isinstance(self.velocity, torch.nn.Module) else None
+
+    def default_parametrisation(self) -> Parametrisation:
+        return Parametrisation.plain(0.0)
 
     def f(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if self.velocity is None:

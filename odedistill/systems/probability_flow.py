@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
 from odedistill._tensor import append_dims
 from odedistill.errors import UserError
+from odedistill.parametrisation import Parametrisation, SkipScaling
 from odedistill.systems.base import ODESystem
 
 Denoiser = Callable[..., torch.Tensor]
+
+
+@runtime_checkable
+class Preconditioned(Protocol):
+    """A denoiser D = c_skip·x + c_out·F(c_in·x; c_noise) that names its own c_skip and c_out."""
+
+    def skip_scaling(self) -> SkipScaling: ...
 
 
 class ProbabilityFlowODE(ODESystem):
@@ -20,6 +30,10 @@ class ProbabilityFlowODE(ODESystem):
     state is z ~ N(0, T^2 I). The PID residual is measured in denoised space:
     ``to_target(x, t, v) = x - t v``, whose teacher value is ``D(x; t)`` itself.
 
+    The default student is PID's (anchor 0, c_in = 1/√(σ_d² + T²), c_noise = ln(t)/4); a flow
+    map's skip is the teacher's own preconditioning, or EDM's with σ_d for a teacher without
+    one (an exact denoiser).
+
     ``denoiser=None`` gives the system without its teacher: it draws initial states and
     conditions (what sampling a trained student needs) but has no vector field.
     """
@@ -27,6 +41,8 @@ class ProbabilityFlowODE(ODESystem):
     network_teacher = True
 
     reference_log_time = True
+
+    default_grid = "karras"
 
     def __init__(
         self,
@@ -45,6 +61,25 @@ class ProbabilityFlowODE(ODESystem):
         self.t_end = float(t_min)
         self.sigma_data = float(sigma_data)
         self.label_dim = int(label_dim)
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self.denoiser if isinstance(self.denoiser, nn.Module) else None
+
+    def default_parametrisation(self) -> Parametrisation:
+        return Parametrisation.edm(self.sigma_data)
+
+    def flow_map_skip(self) -> SkipScaling:
+        if isinstance(self.denoiser, Preconditioned):
+            return self.denoiser.skip_scaling()
+        return SkipScaling.edm(self.sigma_data)
+
+    def latent_scale(self) -> float:
+        return self.t_start
+
+    def data_scale(self, t: torch.Tensor) -> torch.Tensor:
+        """x(t) ≈ data + t·n: 1/√(1 + t²) brings the whole path to the data's scale."""
+        return (1 + t**2).rsqrt()
 
     def f(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return (x - self.target(x, t, cond)) / append_dims(t, x.ndim)

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from odedistill._tensor import per_sample
 from odedistill.errors import UserError
-from odedistill.models.parametrisation import DiscreteTimesteps, Parametrisation, RootScale
+from odedistill.parametrisation import DiscreteTimesteps, Parametrisation, RootScale, SkipScaling
 from odedistill.teachers.precond import PrecondCoefficients
 
 __all__ = [
@@ -300,6 +300,11 @@ class DiffusersDenoiser(nn.Module):
         """What a student copying ``self.model`` must feed it: c_in(σ) = 1/√(1+σ²) and the
         fractional timestep t(σ), anchored at σ = 0."""
         return Parametrisation(0.0, RootScale(1.0), self.timesteps)
+
+    def skip_scaling(self) -> SkipScaling:
+        """c_skip and c_out of this prediction type by numbers (``coefficients``)."""
+        skips = {"epsilon": SkipScaling.linear(-1.0), "v_prediction": SkipScaling.edm(1.0, -1.0)}
+        return skips.get(self.prediction_type, SkipScaling.data())
 
     @property
     def sigma_min(self) -> float:

@@ -288,6 +288,15 @@ class UNetBlock(nn.Module):
         return x
 
 
+class BlockDropout:
+    """``set_dropout(p)``: the dropout rate of every ``UNetBlock`` of a network."""
+
+    def set_dropout(self, p: float) -> None:
+        for m in self.modules():
+            if isinstance(m, UNetBlock):
+                m.dropout = p
+
+
 class PositionalEmbedding(nn.Module):
     """Sinusoidal embedding [cos(ω_i c), sin(ω_i c)], ω_i = P^(-i/n) (Vaswani et al. 2017)."""
 
@@ -356,7 +365,7 @@ class SecondTime(nn.Module):
         return self.map_layer1(F.silu(self.map_layer0(emb)))
 
 
-class SongUNet(nn.Module):
+class SongUNet(BlockDropout, nn.Module):
     """DDPM++ / NCSN++ U-Net (Song et al. 2021) as configured in EDM (Karras et al. 2022, App. F.2).
 
     DDPM++: ``embedding_type='positional'``, ``channel_mult_noise=1``, ``encoder_type='standard'``,
@@ -579,7 +588,7 @@ class SongUNet(nn.Module):
         return out
 
 
-class DhariwalUNet(nn.Module):
+class DhariwalUNet(BlockDropout, nn.Module):
     """ADM U-Net (Dhariwal & Nichol 2021) as reimplemented in EDM (Karras et al. 2022, App. F.2).
 
     ``two_times`` (not in EDM) adds a flow map's source-time branch; see ``SecondTime``.

@@ -21,6 +21,7 @@ from odedistill.models.parametrisation import (
     EDMNoise,
     Parametrisation,
     RootScale,
+    SkipScaling,
     VENoise,
     VPNoise,
 )
@@ -134,6 +135,10 @@ class _Precond(nn.Module):
         c_noise, anchored at σ = 0 (the denoised image)."""
         raise NotImplementedError
 
+    def skip_scaling(self) -> SkipScaling:
+        """This preconditioner's c_skip and c_out by numbers (a flow map's skip term)."""
+        raise NotImplementedError
+
     def forward(
         self,
         x: Tensor,
@@ -199,6 +204,9 @@ class EDMPrecond(_Precond):
     def parametrisation(self) -> Parametrisation:
         return Parametrisation(0.0, RootScale(self.sigma_data), EDMNoise())
 
+    def skip_scaling(self) -> SkipScaling:
+        return SkipScaling.edm(self.sigma_data)
+
 
 class VPPrecond(_Precond):
     """VP preconditioning (Song et al. 2021 as in Karras et al. 2022, Table 1, VP column)."""
@@ -232,6 +240,9 @@ class VPPrecond(_Precond):
 
     def parametrisation(self) -> Parametrisation:
         return Parametrisation(0.0, RootScale(1.0), VPNoise(self.beta_d, self.beta_min, self.M))
+
+    def skip_scaling(self) -> SkipScaling:
+        return SkipScaling.linear(-1.0)
 
     def sigma(self, t: Tensor | float) -> Tensor:
         """σ(t) of this VP schedule."""
@@ -267,6 +278,9 @@ class VEPrecond(_Precond):
 
     def parametrisation(self) -> Parametrisation:
         return Parametrisation(0.0, ConstantScale(1.0), VENoise())
+
+    def skip_scaling(self) -> SkipScaling:
+        return SkipScaling.linear(1.0)
 
 
 PRECONDS: dict[str, type[nn.Module]] = {

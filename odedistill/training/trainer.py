@@ -90,10 +90,9 @@ class Trainer:
         self.micro = min(tc.micro_batch or self.share, self.share)
         if self.dist.enabled and self.dist.rank > 0:
             torch.manual_seed(cfg.run.seed + self.dist.rank)  # own dropout masks per rank
-        teacher = getattr(session.system, "denoiser", None)
         prepare_networks(
             session.model.net,
-            teacher if isinstance(teacher, nn.Module) else None,
+            session.system.teacher,
             tc,
             self.precision,
             image=session.system.is_image,

@@ -24,11 +24,10 @@ from odedistill.fields import _f
 from odedistill.kinds.base import Indices, ObjectiveParts, StudentKind
 from odedistill.loss import Autocast, residual_loss
 from odedistill.models.flowmap import FlowMap, subgrid
-from odedistill.models.parametrisation import Parametrisation
+from odedistill.models.parametrisation import Parametrisation, SkipScaling
 from odedistill.schemes.base import ResidualScheme
 from odedistill.solvers import euler
 from odedistill.systems.base import ODESystem
-from odedistill.systems.probability_flow import ProbabilityFlowODE
 
 
 @dataclass
@@ -55,8 +54,10 @@ class FlowMapConfig:
     )
     skip: str = _f(
         "auto",
-        "EDM's skip scaling inside the map, F = a(s) x_s + b(s) NN (identity plus a small "
-        "correction from small s): 'auto' (for the probability-flow ODE), 'edm' or 'none'",
+        "the skip term inside the map, F = a(s) x_s + b(s) NN (identity plus a small "
+        "correction from small s): 'auto' (the teacher's own c_skip, c_out where the system has "
+        "them: EDM, VP, VE, diffusers; EDM's for an exact mixture), 'edm' (EDM's with "
+        "system.sigma_data) or 'none'",
         choices=("auto", "edm", "none"),
     )
 
@@ -179,18 +180,28 @@ class FlowMapObjective(nn.Module):
         return losses.float()
 
 
-def skip_sigma_data(mode: str, system: ODESystem) -> float | None:
-    """σ_d of a flow map's skip scaling (``student.skip``), or None for the plain map."""
-    if mode == "none":
-        return None
-    if isinstance(system, ProbabilityFlowODE):
-        return system.sigma_data
+def flow_map_skip(mode: str, system: ODESystem, cfg: Any) -> SkipScaling | None:
+    """The skip term of a flow map (``student.skip``): the teacher's own c_skip, c_out
+    ('auto'), EDM's with the recipe's system.sigma_data ('edm'), or None for the plain map."""
+    skip = None if mode == "none" else system.flow_map_skip()
+    sigma_data = getattr(cfg.system.options, "sigma_data", None)
     if mode == "edm":
-        raise UserError(
-            "student.skip = 'edm' uses the probability-flow ODE's sigma_data; this system is "
-            f"{type(system).__name__}: use 'auto' or 'none'"
-        )
-    return None
+        if skip is None or sigma_data is None:
+            raise UserError(
+                f"student.skip = 'edm' needs a system with a skip scaling and system.sigma_data "
+                f"(system.kind = 'probability_flow'), not {type(system).__name__}: use 'auto' "
+                "or 'none'"
+            )
+        skip = SkipScaling.edm(sigma_data)
+    return skip
+
+
+def stored_skip(spec: dict[str, Any]) -> SkipScaling | None:
+    """A flow map's stored skip scaling; an older file's ``skip_sigma_data`` is EDM's."""
+    if spec.get("skip") is not None:
+        return SkipScaling.from_dict(spec["skip"])
+    sigma_data = spec.get("skip_sigma_data")
+    return None if sigma_data is None else SkipScaling.edm(float(sigma_data))
 
 
 class FlowMapStudent(StudentKind):
@@ -216,17 +227,22 @@ class FlowMapStudent(StudentKind):
         return {"two_times": True}
 
     def build(
-        self, net: nn.Module, system: ODESystem, param: Parametrisation, options: FlowMapConfig
+        self,
+        net: nn.Module,
+        system: ODESystem,
+        param: Parametrisation,
+        options: FlowMapConfig,
+        cfg: Any,
     ) -> FlowMap:
-        sigma = skip_sigma_data(options.skip, system)
-        return FlowMap(net, system.t_start, system.t_end, param, sigma)
+        skip = flow_map_skip(options.skip, system, cfg)
+        return FlowMap(net, system.t_start, system.t_end, param, skip)
 
     def spec(self, model: FlowMap) -> dict[str, Any]:
-        return {"skip_sigma_data": model.skip_sigma_data}
+        skip = model.skip_scaling
+        return {"skip": None if skip is None else skip.to_dict()}
 
     def rebuild(self, net: nn.Module, spec: dict[str, Any], param: Parametrisation) -> FlowMap:
-        sigma = spec.get("skip_sigma_data")
-        return FlowMap(net, spec["t_start"], spec["t_end"], param, sigma)
+        return FlowMap(net, spec["t_start"], spec["t_end"], param, stored_skip(spec))
 
     def objective(self, parts: ObjectiveParts, options: FlowMapConfig) -> nn.Module:
         if options.source_state == "ema" and parts.ema is None:

@@ -81,7 +81,9 @@ class PIDStudent(StudentKind):
 
     capabilities = frozenset({"causal"})
 
-    def build(self, net: nn.Module, system: Any, param: Parametrisation, options: Any) -> FlowMap:
+    def build(
+        self, net: nn.Module, system: Any, param: Parametrisation, options: Any, cfg: Any
+    ) -> FlowMap:
         return FlowMap(net, system.t_start, system.t_end, param, two_times=False)
 
     def rebuild(self, net: nn.Module, spec: dict[str, Any], param: Parametrisation) -> FlowMap:

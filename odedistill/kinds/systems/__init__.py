@@ -1,0 +1,1 @@
+"""The built-in system kinds (``system.kind``), one module each; registered in ``odedistill.kinds``."""

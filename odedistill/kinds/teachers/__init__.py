@@ -1,0 +1,1 @@
+"""The built-in teacher families (``teacher.kind``), one module each; registered in ``odedistill.kinds``."""
