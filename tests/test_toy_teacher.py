@@ -49,9 +49,8 @@ class GaussianOptions:
 
 
 class GaussianFamily(TeacherFamily):
-    """The exact denoiser of one Gaussian."""
+    """One Gaussian N(teacher.mean, teacher.std^2 I), denoised exactly."""
 
-    help = "one Gaussian N(teacher.mean, teacher.std^2 I), denoised exactly"
     config = GaussianOptions
 
     def check(self, options: GaussianOptions, cfg, source: str) -> None:
@@ -95,7 +94,7 @@ trajectories = 0
 
 @pytest.fixture
 def gaussian_family():
-    TEACHERS.register("gaussian", GaussianFamily(), help=GaussianFamily.help)  # the one line
+    TEACHERS.register("gaussian", GaussianFamily())  # the one line
     yield
     TEACHERS.unregister("gaussian")
 
@@ -132,4 +131,4 @@ def test_a_registered_family_trains_from_a_recipe_and_samples_from_its_checkpoin
     # the family's own fields left the recipe reference again with the family
     TEACHERS.unregister("gaussian")
     assert "teacher.kind = 'gaussian'" not in recipes_markdown()
-    TEACHERS.register("gaussian", GaussianFamily(), help=GaussianFamily.help)
+    TEACHERS.register("gaussian", GaussianFamily())

@@ -29,20 +29,16 @@ STUDENTS.register("pid", PIDStudent())
 STUDENTS.register("flowmap", FlowMapStudent())
 
 
-def _add(registry: Registry, name: str, kind: TeacherFamily | SystemKind) -> None:
-    registry.register(name, kind, help=kind.help)
+TEACHERS.register("gaussian_mixture", MixtureFamily())
+TEACHERS.register("edm", EDMFamily())
+TEACHERS.register("diffusers", DiffusersFamily())
+TEACHERS.register("edm_random", EDMRandomFamily())
 
-
-_add(TEACHERS, "gaussian_mixture", MixtureFamily())
-_add(TEACHERS, "edm", EDMFamily())
-_add(TEACHERS, "diffusers", DiffusersFamily())
-_add(TEACHERS, "edm_random", EDMRandomFamily())
-
-_add(SYSTEMS, "probability_flow", ProbabilityFlowKind())
-_add(SYSTEMS, "flow_matching", FlowMatchingKind())
-_add(SYSTEMS, "linear", BuiltinKind(LinearODE, "LinearODE, a decaying spiral"))
-_add(SYSTEMS, "pendulum", BuiltinKind(DampedPendulum, "DampedPendulum"))
-_add(SYSTEMS, USER_NAME, UserKind())
+SYSTEMS.register("probability_flow", ProbabilityFlowKind())
+SYSTEMS.register("flow_matching", FlowMatchingKind())
+SYSTEMS.register("linear", BuiltinKind(LinearODE), help="LinearODE, a decaying spiral")
+SYSTEMS.register("pendulum", BuiltinKind(DampedPendulum), help="DampedPendulum")
+SYSTEMS.register(USER_NAME, UserKind())
 
 __all__ = [
     "STUDENTS",

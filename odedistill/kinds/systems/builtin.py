@@ -62,8 +62,8 @@ class BuiltinKind(SystemKind):
 
     config = ArgsOptions
 
-    def __init__(self, cls: type[ODESystem], help: str) -> None:
-        self.cls, self.help = cls, help
+    def __init__(self, cls: type[ODESystem]) -> None:
+        self.cls = cls
 
     def build(self, options: ArgsOptions, cfg: Any, teacher: Teacher | None) -> ODESystem:
         return construct(self.cls, options.args, repr(cfg.system.kind), True)

@@ -21,12 +21,11 @@ class FlowMatchingOptions:
 
 
 class FlowMatchingKind(SystemKind):
-    """The rectified-flow ODE of a teacher that gives a velocity (capability ``"velocity"``)."""
+    """the rectified-flow ODE x_t = (1 - t) x0 + t eps of the teacher's velocity.
 
-    help = (
-        "the rectified-flow ODE x_t = (1 - t) x0 + t eps of the teacher's velocity, from "
-        "system.t_max (<= 1) down to system.t_min (>= 0)"
-    )
+    The rectified-flow ODE of a teacher that gives a velocity (capability ``"velocity"``).
+    """
+
     config = FlowMatchingOptions
     capabilities = frozenset({"needs_teacher"})
 

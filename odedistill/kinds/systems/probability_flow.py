@@ -39,9 +39,11 @@ def check_interval(t_min: float, t_max: float, source: str) -> None:
 
 
 class ProbabilityFlowKind(SystemKind):
-    """EDM's probability-flow ODE with σ(t) = t (Karras et al. 2022, eq. 4)."""
+    """the probability-flow ODE of the teacher's denoiser, from system.t_max to t_min.
 
-    help = "of the teacher's denoiser, from system.t_max down to system.t_min"
+    EDM's probability-flow ODE with σ(t) = t (Karras et al. 2022, eq. 4).
+    """
+
     config = ProbabilityFlowOptions
     capabilities = frozenset({"needs_teacher"})
 

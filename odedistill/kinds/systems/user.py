@@ -92,12 +92,11 @@ def import_system_class(kind: str, path: str = "") -> type[ODESystem]:
 
 
 class UserKind(SystemKind):
-    """Your own ODESystem subclass, imported by its 'package.module:ClassName'."""
+    """your own ODESystem subclass with [system.args]; importing it runs its code.
 
-    help = (
-        "your own ODESystem subclass, built with [system.args] (importing the module runs its "
-        "code; docs/custom_ode.md)"
-    )
+    Your own ODESystem subclass, imported by its 'package.module:ClassName'.
+    """
+
     config = UserOptions
     capabilities = frozenset({"imports"})
 

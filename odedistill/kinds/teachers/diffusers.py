@@ -40,14 +40,12 @@ def check_schedule_range(D: DiffusersDenoiser, t_min: float, t_max: float) -> No
 
 
 class DiffusersFamily(TeacherFamily):
-    """D(x; σ) of a discrete-schedule network (ε, v or x0 prediction) at continuous σ, read
-    from JSON configs and safetensors only; a student may copy the raw UNet."""
+    """a DDPM-style UNet2DModel and its scheduler saved by diffusers' save_pretrained.
 
-    help = (
-        "a DDPM-style UNet2DModel and its scheduler saved by diffusers' save_pretrained "
-        "(teacher.path: a folder, or a Hugging Face Hub id in the local cache; pip install -e "
-        "'.[diffusers]')"
-    )
+    D(x; σ) of a discrete-schedule network (ε, v or x0 prediction) at continuous σ, read
+    from JSON configs and safetensors only; a student may copy the raw UNet.
+    """
+
     config = DiffusersOptions
     capabilities = frozenset({"needs_path", "network"})
 

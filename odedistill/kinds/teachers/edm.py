@@ -31,10 +31,12 @@ def edm_teacher(D: nn.Module) -> Teacher:
 
 
 class EDMFamily(TeacherFamily):
-    """EDM's preconditioned denoisers (EDM, VP or VE) from a checkpoint file, loaded without
-    running code from it; a student may copy the raw network."""
+    """an EDM checkpoint .pkl or converted .safetensors.
 
-    help = "an EDM checkpoint .pkl or converted .safetensors"
+    EDM's preconditioned denoisers (EDM, VP or VE) from a checkpoint file, loaded without
+    running code from it; a student may copy the raw network.
+    """
+
     config = EDMOptions
     capabilities = frozenset({"needs_path", "network"})
 

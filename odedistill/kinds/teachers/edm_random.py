@@ -49,12 +49,12 @@ class EDMRandomOptions:
 
 
 class EDMRandomFamily(TeacherFamily):
-    """An EDMPrecond of EDM's configuration ``arch`` (optionally shrunk) with random weights
-    (the run's seed): a stand-in of a real teacher's shapes and cost."""
+    """an untrained EDM network of architecture teacher.arch: a stand-in for tests.
 
-    help = (
-        "an untrained EDM network of architecture teacher.arch: a stand-in for tests and benchmarks"
-    )
+    An EDMPrecond of EDM's configuration ``arch`` (optionally shrunk) with random weights
+    (the run's seed): a stand-in of a real teacher's shapes and cost.
+    """
+
     config = EDMRandomOptions
     capabilities = frozenset({"network"})
 

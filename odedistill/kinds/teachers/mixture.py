@@ -36,13 +36,12 @@ class MixtureOptions:
 
 
 class MixtureFamily(TeacherFamily):
-    """D(x; σ) = E[x0 | x0 + σn = x] in closed form for x0 ~ Σ_k w_k N(μ_k, s_k² I), and its
-    flow-matching velocity E[ε − x0 | x_t]: the exact teacher of the toy problems."""
+    """exact denoiser of a Gaussian mixture (teacher.preset), and its flow-matching velocity.
 
-    help = (
-        "exact denoiser of a Gaussian mixture (teacher.preset); with system.kind = "
-        "'flow_matching', its exact flow-matching velocity"
-    )
+    D(x; σ) = E[x0 | x0 + σn = x] in closed form for x0 ~ Σ_k w_k N(μ_k, s_k² I), and its
+    flow-matching velocity E[ε − x0 | x_t]: the exact teacher of the toy problems.
+    """
+
     config = MixtureOptions
     capabilities = frozenset({"velocity"})
 
