@@ -103,5 +103,5 @@ def test_missing_teacher_names_the_checkpoint(tmp_path):
 
 def test_mlp_student_cannot_copy_a_mixture_teacher():
     cfg = from_dict({"student": {"net": "teacher", "init": "teacher"}})
-    with pytest.raises(UserError, match="only an EDM or diffusers teacher"):
+    with pytest.raises(UserError, match="only a teacher of kind 'edm', 'diffusers', 'edm_random'"):
         build_session(cfg)

@@ -133,10 +133,10 @@ def _teacher_copy(cfg: Config, system: ODESystem, teacher: Teacher | None) -> St
     st = cfg.student
     D = None if teacher is None else teacher.denoiser
     if D is None or "network" not in TEACHERS.get(cfg.teacher.kind).capabilities:
+        copyable = [n for n in TEACHERS.names() if "network" in TEACHERS.get(n).capabilities]
         raise UserError(
-            "student.net = 'teacher' copies the teacher's raw network, which only an EDM or "
-            "diffusers teacher has (teacher.kind = 'edm', 'edm_random' or 'diffusers'); use "
-            "student.net = 'mlp' or 'unet'"
+            "student.net = 'teacher' copies the teacher's raw network, which only a teacher "
+            f"of kind {', '.join(map(repr, copyable))} has; use student.net = 'mlp' or 'unet'"
         )
     extra = _kind_net_kwargs(cfg)
     if extra and D.model_type not in EDM_NETWORKS:
