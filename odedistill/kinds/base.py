@@ -61,7 +61,7 @@ class ObjectiveParts:
     """
 
     model: nn.Module
-    system: Any
+    system: ODESystem
     scheme: Any
     distance: Any
     grid: torch.Tensor
