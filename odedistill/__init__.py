@@ -34,6 +34,9 @@ _EXPORTS = {
     "pid_loss": "odedistill.loss",
     "residual_loss": "odedistill.loss",
     "Path": "odedistill.models.base",
+    "Curve": "odedistill.models.curve",
+    "along": "odedistill.models.curve",
+    "centred_nodes": "odedistill.models.curve",
     "TrajectoryModel": "odedistill.models.base",
     "BoundaryTrajectory": "odedistill.models.boundary",
     "FlowMap": "odedistill.models.flowmap",
@@ -74,6 +77,7 @@ __all__ = [
     "Autodiff",
     "BoundaryTrajectory",
     "Central",
+    "Curve",
     "Distance",
     "FlowMap",
     "FlowMatchingODE",
@@ -96,6 +100,8 @@ __all__ = [
     "Upwind",
     "UserError",
     "__version__",
+    "along",
+    "centred_nodes",
     "digits_mixture",
     "distill",
     "euler",
@@ -148,6 +154,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and editors
     from odedistill.loss import pid_loss, residual_loss
     from odedistill.models.base import Path, TrajectoryModel
     from odedistill.models.boundary import BoundaryTrajectory
+    from odedistill.models.curve import Curve, along, centred_nodes
     from odedistill.models.flowmap import FlowMap
     from odedistill.models.nets import MLP, SmallUNet
     from odedistill.models.parametrisation import Parametrisation
