@@ -34,6 +34,9 @@ _EXPORTS = {
     "pid_loss": "odedistill.loss",
     "residual_loss": "odedistill.loss",
     "Path": "odedistill.models.base",
+    "Curve": "odedistill.models.curve",
+    "along": "odedistill.models.curve",
+    "centred_nodes": "odedistill.models.curve",
     "TrajectoryModel": "odedistill.models.base",
     "FlowMap": "odedistill.models.flowmap",
     "MLP": "odedistill.models.nets",
@@ -72,6 +75,7 @@ __all__ = [
     "AccuracyWarning",
     "Autodiff",
     "Central",
+    "Curve",
     "Distance",
     "FlowMap",
     "FlowMatchingODE",
@@ -94,6 +98,8 @@ __all__ = [
     "Upwind",
     "UserError",
     "__version__",
+    "along",
+    "centred_nodes",
     "digits_mixture",
     "distill",
     "euler",
@@ -145,6 +151,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and editors
     from odedistill.infra.students import load_student
     from odedistill.loss import pid_loss, residual_loss
     from odedistill.models.base import Path, TrajectoryModel
+    from odedistill.models.curve import Curve, along, centred_nodes
     from odedistill.models.flowmap import FlowMap
     from odedistill.models.nets import MLP, SmallUNet
     from odedistill.models.parametrisation import Parametrisation

@@ -180,22 +180,24 @@ def test_report_of_four_schemes(quick_run, tmp_path):
             assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC, name
 
 
-def test_diverged_student_is_reported(monkeypatch):
+def test_diverged_student_is_reported():
     """A non-finite loss stops the Trainer; the benchmark records the step (``diverged_at``)."""
     from benchmarks.schemes.training import LossHistory, open_trainer, recipe, system_recipe, train
+    from odedistill.training.trainer import Hook
+
+    class Poison(Hook):
+        """Weights turn nan after step 3: the loss of step 4 is nan."""
+
+        def after_step(self, trainer, loss):
+            if trainer.step == 3:
+                with torch.no_grad():
+                    next(trainer.session.model.parameters()).fill_(float("nan"))
 
     sections, grid = system_recipe("linear", BenchSettings())
     student = {"net": "mlp", "width": 8, "depth": 1}
     raw = recipe(sections, "upwind", 10, grid, student, 8, 1e-3, 0, iterations=10)
     history = LossHistory()
-    with open_trainer(raw, torch.device("cpu"), [history]) as trainer:
-        step = trainer.train_step
-
-        def failing_step():
-            loss = step()
-            return loss * float("nan") if trainer.step == 3 else loss
-
-        monkeypatch.setattr(trainer, "train_step", failing_step)
+    with open_trainer(raw, torch.device("cpu"), [history, Poison()]) as trainer:
         info = train(trainer, 10, history)
     assert info["diverged_at"] == 4 and math.isnan(info["final_loss"])
     assert len(history.losses) == 3

@@ -37,6 +37,7 @@ class FIDDuringTraining(Hook):
         now, before the first step: a bad input is an error before any training."""
         e = session.cfg.eval
         self.every = e.fid_every
+        self.weights = e.fid_weights
         self.scorer: FIDScorer | None = None
         if self.every:
             self.scorer = FIDScorer(
@@ -56,7 +57,7 @@ class FIDDuringTraining(Hook):
         records = evaluate_checkpoint(
             trainer.run_dir,
             path,
-            weights=trainer.cfg.eval.fid_weights,
+            weights=self.weights,
             device=trainer.session.device,
             scorer=self.scorer,
             dist=trainer.dist,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 from odedistill.errors import UserError
+from odedistill.models.curve import Curve
 from odedistill.models.trust import (
     Checked,
     Fallback,
@@ -18,39 +19,8 @@ from odedistill.models.trust import (
 )
 from odedistill.systems.base import ODESystem
 
-
-class Path:
-    """The curve t ↦ x(t) of a batch of B trajectories: what a residual scheme differentiates.
-
-    ``path(t)`` evaluates at per-sample times t (B,). ``path.many([t_1, ..., t_k], fused)``
-    evaluates at k time tensors, as one network pass over the batch repeated k times when
-    ``fused`` (the same values as k separate passes, up to floating-point summation order).
-
-    Args:
-        fn: ``fn(t, *inputs)`` -> states (B, ...); the inputs are per-sample tensors (or None).
-        inputs: the batch the path is drawn through: the initial state z, a flow map's source
-            state and time, the condition.
-    """
-
-    def __init__(
-        self, fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor | None]
-    ) -> None:
-        self.fn = fn
-        self.inputs = tuple(inputs)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.inputs[0].dtype
-
-    def __call__(self, t: torch.Tensor) -> torch.Tensor:
-        return self.fn(t, *self.inputs)
-
-    def many(self, times: list[torch.Tensor], fused: bool = True) -> list[torch.Tensor]:
-        if not fused or len(times) == 1:
-            return [self(t) for t in times]
-        k = len(times)
-        inputs = [None if a is None else torch.cat([a] * k) for a in self.inputs]
-        return list(self.fn(torch.cat(times), *inputs).chunk(k))
+#: the curve t ↦ x(t) of a batch of trajectories: a ``Curve`` whose variable is the time t
+Path = Curve
 
 
 class TrajectoryModel(nn.Module):

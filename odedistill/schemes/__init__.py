@@ -1,4 +1,4 @@
-"""Residual schemes: how the time derivative of the student's path is estimated."""
+"""Residual schemes: how the derivative of a curve u ↦ y(u) through the student is estimated (u = t, s, or a step along a direction)."""
 
 from odedistill.registry import Registry
 from odedistill.schemes.autodiff import Autodiff

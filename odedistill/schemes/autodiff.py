@@ -1,4 +1,4 @@
-"""Exact time derivative of the path by forward-mode AD: v = dx(t)/dt via torch.func.jvp."""
+"""Exact derivative of a curve by forward-mode AD: v = dy(u)/du via torch.func.jvp."""
 
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ from odedistill.models.attention import (
     forward_ad_safe_attention,
     load_jvp_decompositions,
 )
-from odedistill.models.base import Path
+from odedistill.models.curve import Curve
 from odedistill.schemes.base import ResidualScheme
 
 
 class Autodiff(ResidualScheme):
-    """One JVP with tangent 1 on t gives x(t_i) and its exact derivative together.
+    """One JVP with tangent 1 on the variable u gives y(u_i) and its exact derivative together.
 
-    The times may be continuous: fractional positions ``idx`` interpolate the grid
-    (``odedistill.grids.times_at``), so no grid error remains in the residual.
+    The nodes may be continuous: fractional positions ``idx`` interpolate the grid
+    (``odedistill.grids.times_at``), so no grid error remains in the residual. Along a
+    direction (``models.curve.along``) this is the JVP of F in direction (dx, ds).
 
     Parameter gradients flow through the JVP (reverse over forward mode). Attention runs on
     the math backend inside the JVP, since fused kernels have no forward-mode rule.
@@ -32,13 +33,13 @@ class Autodiff(ResidualScheme):
     continuous_times = True
 
     def __call__(
-        self, path: Path, grid: torch.Tensor, idx: torch.Tensor
+        self, curve: Curve, grid: torch.Tensor, idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        t_i = times_at(grid, idx).to(path.dtype)
+        u_i = times_at(grid, idx).to(curve.dtype)
         load_jvp_decompositions()
         try:
             with forward_ad_safe_attention():
-                y, v = jvp(path, (t_i,), (torch.ones_like(t_i),))
+                y, v = jvp(curve, (u_i,), (torch.ones_like(u_i),))
         except (NotImplementedError, RuntimeError) as e:
             check_forward_ad_error(e)
-        return t_i, y, v
+        return u_i, y, v

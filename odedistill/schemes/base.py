@@ -1,4 +1,4 @@
-"""The ResidualScheme interface: a point of a path t ↦ x(t) at collocation times and its time derivative."""
+"""The ResidualScheme interface: a point of a curve u ↦ y(u) at nodes of its variable and its derivative dy/du."""
 
 from __future__ import annotations
 
@@ -7,23 +7,25 @@ from typing import ClassVar
 
 import torch
 
-from odedistill.models.base import Path
+from odedistill.models.curve import Curve
 
 
 class ResidualScheme(ABC):
-    """Estimate dx/dt of a ``Path`` at collocation times t_i = grid[idx], one per sample.
+    """Estimate dy/du of a ``Curve`` at the nodes u_i = grid[idx] of its variable, one per sample.
 
-    The path is any curve through the student: PID's x_theta(z, ·) from the initial states,
-    or a flow map's X(x_s, s, ·) from source states. Subclasses declare their ``order`` of
-    accuracy in the grid spacing, the number of path ``evaluations`` they cost per sample, and
-    whether they ``needs_forward_ad``. With ``fused=True`` the evaluations of a batch run as one
-    forward pass over the repeated batch.
+    The curve is whatever the residual equation differentiates: in t, PID's x_θ(z, ·) from
+    the initial states or a flow map's X(x_s, s, ·) from source states (the Lagrangian
+    residual, on the collocation grid); in s, or along a direction (f, 1) in (x, s) (the
+    Eulerian residual, on ``models.curve.centred_nodes``). The scheme knows nothing of the
+    equation. Subclasses declare their ``order`` of accuracy in the node spacing, the number
+    of curve ``evaluations`` they cost per sample, and whether they ``needs_forward_ad``. With
+    ``fused=True`` the evaluations of a batch run as one forward pass over the repeated batch.
     """
 
     order: ClassVar[float]
     evaluations: ClassVar[int]
     needs_forward_ad: ClassVar[bool] = False
-    #: whether it differentiates at any time (fractional indices), not only on the grid
+    #: whether it differentiates anywhere (fractional indices), not only at the nodes
     continuous_times: ClassVar[bool] = False
 
     def __init__(self, fused: bool = True) -> None:
@@ -31,9 +33,9 @@ class ResidualScheme(ABC):
 
     @abstractmethod
     def __call__(
-        self, path: Path, grid: torch.Tensor, idx: torch.Tensor
+        self, curve: Curve, grid: torch.Tensor, idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return ``(t, y, v)``: times t_i (B,), y = x(t_i), and v ~ dx/dt at t_i."""
+        """Return ``(u, y, v)``: the variable's values u_i (B,), y = y(u_i), and v ~ dy/du at u_i."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(fused={self.fused})"

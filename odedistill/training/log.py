@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
+
+import torch
 
 from odedistill._io import atomic_write_json, atomic_write_text
 from odedistill.infra.machine import machine_info
-
-if TYPE_CHECKING:
-    from odedistill.training.trainer import Trainer
 
 
 class MetricsLog:
@@ -53,24 +52,10 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(ln + "\n" for ln in keep))
 
 
-def write_run_info(trainer: Trainer) -> Path:
-    """run_info.json: the machine, the precision and the batch layout of a trainer's run."""
-    tc, s = trainer.cfg.train, trainer.session
-    info = machine_info(
-        s.device,
-        world_size=trainer.dist.world_size,
-        precision=tc.precision,
-        autocast_dtype=None if trainer.precision.dtype is None else str(trainer.precision.dtype),
-        grad_scaler=trainer.scaler is not None,
-        tf32=bool(tc.tf32 and s.device.type == "cuda"),
-        channels_last=tc.channels_last,
-        compile=tc.compile,
-        checkpoint_activations=tc.checkpoint_activations,
-        batch=tc.batch,
-        batch_per_process=trainer.share,
-        micro_batch=trainer.micro,
-        accumulation_steps=-(-trainer.share // trainer.micro),
-        start_step=trainer.step,
-        parameters=sum(p.numel() for p in s.model.parameters()),
-    )
-    return atomic_write_json(trainer.run_dir / "run_info.json", info)
+def write_run_info(
+    run_dir: Path, device: torch.device, info: dict[str, Any], start_step: int
+) -> Path:
+    """run_info.json: the machine, and ``info`` (the precision and batch layout of the run,
+    from ``training.assemble.run_info``), from step ``start_step`` on."""
+    fields = machine_info(device, **info, start_step=start_step)
+    return atomic_write_json(Path(run_dir) / "run_info.json", fields)

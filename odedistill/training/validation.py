@@ -18,7 +18,7 @@ consecutive checks at or below it (one check can be a lucky dip).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,6 +26,7 @@ from odedistill.infra.build import Session, reported_weights, weights_of
 from odedistill.models.flowmap import sample_times
 from odedistill.solvers import euler, heun, solve_reference, trajectory_errors
 from odedistill.systems.base import ODESystem
+from odedistill.training.callbacks import Callback
 
 if TYPE_CHECKING:
     from odedistill.training.trainer import Trainer
@@ -53,16 +54,18 @@ def reference_endpoints(
     return solve_reference(system, z, cond)
 
 
-class Validation:
-    """The held-out set of a run and the check; ``after_step`` makes it a trainer hook."""
+class Validation(Callback):
+    """The held-out set of a run and the check, every ``train.validate_every`` steps and at the
+    last (``train.iterations``) or the run's stop; it may stop the run (tol, stop_at_ratio)."""
 
     def __init__(self, session: Session) -> None:
         cfg = session.cfg
-        self.session = session
+        self.model = weights_of(session)[reported_weights(session)]  # the weights it checks
         self.every = cfg.train.validate_every
         self.target = cfg.train.stop_at_ratio
         self.tol = cfg.train.tol
         self.steps = cfg.train.validate_steps
+        self.last_step = cfg.train.iterations
         self.streak = 0
         self.last: dict[str, float] = {}  # the latest check, with its step and train seconds
         system = session.system
@@ -80,8 +83,7 @@ class Validation:
     @torch.no_grad()
     def check(self) -> dict[str, float]:
         """The reported student's errors (val_error, val_median, val_p95), Euler's, their ratio."""
-        s = self.session
-        model = weights_of(s)[reported_weights(s)]
+        model = self.model
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
@@ -125,7 +127,7 @@ class Validation:
         }
 
     def after_step(self, trainer: Trainer, loss: float) -> None:
-        last = trainer.stop_reason is not None or trainer.step == trainer.cfg.train.iterations
+        last = trainer.stop_reason is not None or trainer.step == self.last_step
         if not self.every or (trainer.step % self.every and not last):
             return  # a run's last step is always checked (and logged)
         record = self.record(trainer)
@@ -139,8 +141,11 @@ class Validation:
                     f"val_ratio <= {self.target:g} at {CONSECUTIVE} consecutive checks"
                 )
 
-    def after_checkpoint(self, trainer: Trainer, path: object) -> None:
-        """Nothing: the check runs after steps only."""
+    def state_dict(self) -> dict[str, Any]:
+        return {"val_streak": self.streak}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.streak = int(state.get("val_streak", 0))
 
 
 def shortfall(summary: dict, flowmap: bool = False) -> str:
