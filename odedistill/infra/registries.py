@@ -11,13 +11,13 @@ import copy
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from odedistill.errors import UserError
-from odedistill.infra.user_systems import SystemKind, SystemRegistry, construct
+from odedistill.infra.user_systems import SystemKind, SystemRegistry, Teacher, construct
 from odedistill.models.boundary import default_parametrisation
 from odedistill.models.nets import MLP, SmallUNet
 from odedistill.models.parametrisation import Parametrisation, UnitTime
@@ -48,21 +48,9 @@ from odedistill.teachers.networks import NETWORKS as EDM_NETWORKS
 TEACHER_NETWORKS: dict[str, type[nn.Module]] = {**EDM_NETWORKS, "DiffusersUNet": DiffusersUNet}
 """The raw networks of teachers a student can copy, by the preconditioner's ``model_type``."""
 
-if TYPE_CHECKING:
-    from odedistill.infra.config import Config
-
-
-class Teacher(NamedTuple):
-    """A teacher denoiser with the shape of its states and its number of classes.
-
-    ``denoiser`` is None for a teacher known only by its shapes (a student rebuilt from a
-    checkpoint samples without its teacher).
-    """
-
-    denoiser: nn.Module | None
-    state_shape: tuple[int, ...]
-    label_dim: int
-
+#: the validated recipe that the builders read (``odedistill.infra.config.Config``); that module
+#: imports these registries (its fields' choices), so they name its type without importing it
+Config = Any
 
 # ------------------------------------------------------------------------------- teachers
 TEACHERS: Registry[Callable[[Config, torch.device], Teacher]] = Registry("teacher")

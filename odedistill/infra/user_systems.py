@@ -14,18 +14,32 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
+
+from torch import nn
 
 from odedistill.errors import UserError
 from odedistill.registry import Registry
 from odedistill.systems.base import ODESystem
 
-if TYPE_CHECKING:
-    from odedistill.infra.config import Config
-    from odedistill.infra.registries import Teacher
+#: the validated recipe that a system's builder reads (``odedistill.infra.config.Config``); that
+#: module imports the system registry (its choices), so this one names its type without importing it
+Config = Any
 
 #: 'package.module:ClassName'
 USER_KIND = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+class Teacher(NamedTuple):
+    """A teacher denoiser with the shape of its states and its number of classes.
+
+    ``denoiser`` is None for a teacher known only by its shapes (a student rebuilt from a
+    checkpoint samples without its teacher).
+    """
+
+    denoiser: nn.Module | None
+    state_shape: tuple[int, ...]
+    label_dim: int
 
 
 @dataclass(frozen=True)
