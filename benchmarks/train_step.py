@@ -63,10 +63,7 @@ def measure(
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from odedistill.infra.build import build_session
-    from odedistill.infra.machine import peak_memory_gib
-    from odedistill.infra.recipes import load_config
-    from odedistill.training.trainer import Trainer
+    from odedistill import Trainer, build_session, load_config, peak_memory_gib
 
     overrides = [
         "teacher.kind=edm_random",
@@ -130,10 +127,10 @@ def measure(
 def machine(device: str) -> dict[str, Any]:
     import torch
 
-    from odedistill.infra.machine import cpu_model
+    from odedistill import machine_info
 
     info: dict[str, Any] = {
-        "cpu": cpu_model(),
+        "cpu": machine_info(torch.device("cpu"))["cpu_model"],
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -218,8 +215,7 @@ def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    from odedistill.distances import DISTANCES
-    from odedistill.schemes import SCHEMES
+    from odedistill import DISTANCES, SCHEMES
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K")

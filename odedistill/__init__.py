@@ -2,6 +2,9 @@
 
 The public names load on first use (PEP 562): ``import odedistill`` and ``odedistill --version``
 import neither torch, matplotlib nor scipy; ``odedistill.distill`` imports what it needs.
+Besides the library, it exports the parts of a run assembled step by step (``load_config``,
+``build_session``, ``Trainer``, ``evaluate`` ...) and tools for scripts that record results
+(``machine_info``, atomic writes, pictures): ``benchmarks/`` imports nothing else.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from odedistill._version import __version__
 
-#: each public name and the module that defines it
+#: each public name and the module that defines it ('module:name' where the name there differs)
 _EXPORTS = {
     "distill": "odedistill.api",
     "run_recipe": "odedistill.api",
@@ -63,6 +66,47 @@ _EXPORTS = {
     "digits_mixture": "odedistill.teachers.gaussian_mixture",
     "grid_mixture": "odedistill.teachers.gaussian_mixture",
     "ring_mixture": "odedistill.teachers.gaussian_mixture",
+    # a run assembled step by step (what `run_recipe` does in one call) and its parts
+    "load_config": "odedistill.infra.recipes",
+    "config_from_dict": "odedistill.infra.recipes:from_dict",
+    "build_session": "odedistill.infra.build",
+    "Session": "odedistill.infra.build",
+    "reported_weights": "odedistill.infra.build",
+    "weights_of": "odedistill.infra.build",
+    "build_system": "odedistill.infra.registries",
+    "Trainer": "odedistill.training.trainer",
+    "Hook": "odedistill.training.trainer",
+    "evaluate": "odedistill.evaluation.report",
+    "exact_endpoints": "odedistill.evaluation.report",
+    "relative_error": "odedistill.solvers",
+    "sample_times": "odedistill.models.flowmap",
+    "StudentSampler": "odedistill.sampling.samplers",
+    "TeacherSampler": "odedistill.sampling.samplers",
+    "SolverSampler": "odedistill.sampling.samplers",
+    "generate_samples": "odedistill.infra.seeds:generate",
+    "FIDScorer": "odedistill.evaluation.features",
+    "fid_from_stats": "odedistill.evaluation.fid",
+    "load_fid_ref": "odedistill.evaluation.fid:load_ref",
+    "EDMPrecond": "odedistill.teachers",
+    "SongUNet": "odedistill.teachers",
+    "load_teacher": "odedistill.teachers",
+    "save_teacher": "odedistill.teachers",
+    "latest_checkpoint": "odedistill.infra.checkpoint",
+    "load_checkpoint": "odedistill.infra.checkpoint",
+    "cli_main": "odedistill.cli:main",
+    # for scripts that record results: the machine, atomic files, pictures
+    "machine_info": "odedistill.infra.machine",
+    "git_commit": "odedistill.infra.machine",
+    "peak_memory_gib": "odedistill.infra.machine",
+    "resolve_device": "odedistill.infra.devices",
+    "atomic_write": "odedistill._io",
+    "atomic_write_bytes": "odedistill._io",
+    "atomic_write_json": "odedistill._io",
+    "atomic_write_text": "odedistill._io",
+    "image_grid": "odedistill.infra.pictures",
+    "plot_curves": "odedistill.infra.pictures",
+    "save_image_grid": "odedistill.infra.pictures",
+    "to_uint8": "odedistill.infra.pictures",
 }
 
 __all__ = [
@@ -117,15 +161,57 @@ __all__ = [
     "solve_reference",
     "trajectory_errors",
     "uniform_grid",
+    # a run assembled step by step and its parts
+    "FIDScorer",
+    "EDMPrecond",
+    "Hook",
+    "Session",
+    "SolverSampler",
+    "SongUNet",
+    "StudentSampler",
+    "TeacherSampler",
+    "Trainer",
+    "build_session",
+    "build_system",
+    "cli_main",
+    "config_from_dict",
+    "evaluate",
+    "exact_endpoints",
+    "fid_from_stats",
+    "generate_samples",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "load_config",
+    "load_fid_ref",
+    "load_teacher",
+    "relative_error",
+    "reported_weights",
+    "sample_times",
+    "save_teacher",
+    "weights_of",
+    # for scripts that record results
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "git_commit",
+    "image_grid",
+    "machine_info",
+    "peak_memory_gib",
+    "plot_curves",
+    "resolve_device",
+    "save_image_grid",
+    "to_uint8",
 ]
 
 
 def __getattr__(name: str) -> Any:
     """Import the module behind a public name on first use and keep the name here."""
-    module = _EXPORTS.get(name)
-    if module is None:
+    where = _EXPORTS.get(name)
+    if where is None:
         raise AttributeError(f"module 'odedistill' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, own_name = where.partition(":")
+    value = getattr(importlib.import_module(module), own_name or name)
     globals()[name] = value
     return value
 
@@ -177,3 +263,30 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and editors
         grid_mixture,
         ring_mixture,
     )
+
+if TYPE_CHECKING:  # a run assembled step by step and its parts; tools for scripts
+    from odedistill._io import (
+        atomic_write,
+        atomic_write_bytes,
+        atomic_write_json,
+        atomic_write_text,
+    )
+    from odedistill.cli import main as cli_main
+    from odedistill.evaluation.features import FIDScorer
+    from odedistill.evaluation.fid import fid_from_stats
+    from odedistill.evaluation.fid import load_ref as load_fid_ref
+    from odedistill.evaluation.report import evaluate, exact_endpoints
+    from odedistill.infra.build import Session, build_session, reported_weights, weights_of
+    from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint
+    from odedistill.infra.devices import resolve_device
+    from odedistill.infra.machine import git_commit, machine_info, peak_memory_gib
+    from odedistill.infra.pictures import image_grid, plot_curves, save_image_grid, to_uint8
+    from odedistill.infra.recipes import from_dict as config_from_dict
+    from odedistill.infra.recipes import load_config
+    from odedistill.infra.registries import build_system
+    from odedistill.infra.seeds import generate as generate_samples
+    from odedistill.models.flowmap import sample_times
+    from odedistill.sampling.samplers import SolverSampler, StudentSampler, TeacherSampler
+    from odedistill.solvers import relative_error
+    from odedistill.teachers import EDMPrecond, SongUNet, load_teacher, save_teacher
+    from odedistill.training.trainer import Hook, Trainer

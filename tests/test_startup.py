@@ -51,6 +51,9 @@ def test_every_public_name_resolves_to_its_module():
             assert value.__module__.startswith("odedistill."), name
     assert odedistill.distill is odedistill.api.distill
     assert odedistill.SCHEMES is sys.modules["odedistill.schemes"].SCHEMES
+    # an export renamed in _EXPORTS ('module:name') is that module's own object
+    assert odedistill.config_from_dict is sys.modules["odedistill.infra.recipes"].from_dict
+    assert odedistill.generate_samples is sys.modules["odedistill.infra.seeds"].generate
 
 
 def test_unknown_name_is_an_attribute_error():

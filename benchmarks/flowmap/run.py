@@ -18,12 +18,17 @@ import torch
 
 from benchmarks.flowmap.report import write_report
 from benchmarks.flowmap.settings import NFES, FlowMapBenchSettings, SystemSetting, log_default
-from odedistill.errors import UserError
-from odedistill.evaluation.report import evaluate
-from odedistill.infra.build import Session, build_session, reported_weights, weights_of
-from odedistill.infra.machine import machine_info
-from odedistill.infra.recipes import load_config
-from odedistill.training.trainer import Trainer
+from odedistill import (
+    Session,
+    Trainer,
+    UserError,
+    build_session,
+    evaluate,
+    load_config,
+    machine_info,
+    reported_weights,
+    weights_of,
+)
 
 DEFAULT_OUT = "benchmarks/results/flowmap"
 STUDENTS = ("flowmap", "pid")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from odedistill.schemes import SCHEMES
+from odedistill import SCHEMES
 
 #: the evaluation's numbers of network evaluations (a K-step flow-map sample costs K)
 NFES = [1, 2, 4, 8]

@@ -19,7 +19,7 @@ def main() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
-    from odedistill.cli import main as cli
+    from odedistill import cli_main as cli
 
     cli(sys.argv[1:])
 

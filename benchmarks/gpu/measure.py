@@ -102,7 +102,7 @@ def _run(cmd: list[str]) -> str | None:
 
 def machine(device: torch.device) -> dict[str, Any]:
     """Device name, driver, torch / CUDA / cuDNN versions, host CPU and cores, load average."""
-    from odedistill.infra.machine import cpu_model, git_commit
+    from odedistill import git_commit, machine_info
 
     info: dict[str, Any] = {
         "device": str(device),
@@ -112,7 +112,7 @@ def machine(device: torch.device) -> dict[str, Any]:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "cpu": cpu_model(),
+        "cpu": machine_info(torch.device("cpu"))["cpu_model"],
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average": os.getloadavg(),
@@ -182,7 +182,7 @@ class Deadline:
 
 def timed_cli(argv: list[str]) -> tuple[int, float]:
     """``odedistill ARGV`` in this process: its exit status and its wall seconds."""
-    from odedistill.cli import main
+    from odedistill import cli_main as main
 
     t0 = time.perf_counter()
     try:

@@ -158,7 +158,7 @@ def compare(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> tuple[int
 
 
 def final_state(run_dir: Path) -> dict[str, Any]:
-    from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint
+    from odedistill import latest_checkpoint, load_checkpoint
 
     path = latest_checkpoint(run_dir)
     if path is None:
@@ -188,7 +188,7 @@ def part_torchrun(settings: Settings, work: Path, log: PartLog, dl: Deadline) ->
     log.put("run_b_killed", b)
     if b.get("killed_after_step") is None:
         log.note("run B ended before it could be killed; the resume below is not a kill test")
-    from odedistill.infra.checkpoint import latest_checkpoint
+    from odedistill import latest_checkpoint
 
     ckpt = latest_checkpoint(b_dir)
     log.put("resumed_from", str(ckpt.name) if ckpt else None)

@@ -73,7 +73,7 @@ def _in_math_attention(step):
 
 
 def part_schemes(settings: Settings, log: PartLog, dl: Deadline) -> None:
-    from odedistill.schemes import SCHEMES
+    from odedistill import SCHEMES
 
     device = torch.device(settings.device)
     log.put("sdpa", sdpa_probe(device, settings.sdpa_shape))

@@ -66,9 +66,7 @@ def our_trainer(
     ``compile_backend``: 'inductor' sets the recipe's ``train.compile = true``; another backend
     (the dry run's 'eager') compiles the same two networks with it.
     """
-    from odedistill.infra.build import build_session
-    from odedistill.infra.recipes import load_config
-    from odedistill.training.trainer import Trainer
+    from odedistill import Trainer, build_session, load_config
 
     over = our_overrides(settings, precision, extra)
     if compile_backend == "inductor":

@@ -19,16 +19,22 @@ from typing import Any
 
 import torch
 
-from odedistill.evaluation.features import FIDScorer, default_seeds
-from odedistill.evaluation.fid import fid_from_stats, load_ref
-from odedistill.infra.build import build_session, reported_weights, weights_of
-from odedistill.infra.pictures import save_image_grid
-from odedistill.infra.recipes import load_config
-from odedistill.infra.seeds import generate
-from odedistill.models.flowmap import sample_times
-from odedistill.sampling.samplers import SolverSampler, StudentSampler
-from odedistill.schemes import SCHEMES
-from odedistill.training.trainer import Trainer
+from odedistill import (
+    SCHEMES,
+    FIDScorer,
+    SolverSampler,
+    StudentSampler,
+    Trainer,
+    build_session,
+    fid_from_stats,
+    generate_samples,
+    load_config,
+    load_fid_ref,
+    reported_weights,
+    sample_times,
+    save_image_grid,
+    weights_of,
+)
 
 RECIPE = "digits_learned"
 FLOWMAP_STEPS = [1, 2, 4, 8]
@@ -75,7 +81,7 @@ def overrides(kind: str, scheme: str, st: BenchSettings) -> list[str]:
 
 def scorer_for(cfg) -> FIDScorer:
     e = cfg.eval
-    return FIDScorer(e.fid_ref, e.fid_detector, default_seeds(e.fid_num), progress=False)
+    return FIDScorer(e.fid_ref, e.fid_detector, list(range(e.fid_num)), progress=False)
 
 
 def train_student(kind: str, scheme: str, st: BenchSettings, grid_png: Path | None) -> dict:
@@ -97,7 +103,7 @@ def train_student(kind: str, scheme: str, st: BenchSettings, grid_png: Path | No
         sampler = StudentSampler(model, session.system, None if K == 1 else sample_times(colloc, K))
         fd[str(K)] = scorer.score(sampler)
         if grid_png is not None and K in (1, 4):
-            _, s = next(generate(sampler, range(64), 64))
+            _, s = next(generate_samples(sampler, range(64), 64))
             save_image_grid(s.x, grid_png.with_name(f"{grid_png.stem}_{K}.png"), 8, scale=4)
     return {
         "student": kind,
@@ -122,9 +128,9 @@ def teacher_curve(st: BenchSettings, grid_png: Path | None) -> dict[str, Any]:
             sampler = SolverSampler(session.system, method, nfe, cfg.scheme.grid, cfg.scheme.rho)
             curve[method][str(nfe)] = scorer.score(sampler)
             if grid_png is not None and method == "heun" and nfe == max(st.teacher_nfe):
-                _, s = next(generate(sampler, range(64), 64))
+                _, s = next(generate_samples(sampler, range(64), 64))
                 save_image_grid(s.x, grid_png, 8, scale=4)
-    floor = fid_from_stats(*load_ref(cfg.eval.fid_floor_ref), scorer.mu_ref, scorer.sigma_ref)
+    floor = fid_from_stats(*load_fid_ref(cfg.eval.fid_floor_ref), scorer.mu_ref, scorer.sigma_ref)
     return {
         "curve": curve,
         "data_floor": floor,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from odedistill.errors import UserError
+from odedistill import UserError
 
 #: the split's seed and held-out fraction (1797 images: 1438 train, 359 held out)
 SPLIT_SEED = 0

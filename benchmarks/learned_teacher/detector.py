@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.learned_teacher.data import train_and_heldout
-from odedistill._io import atomic_write
-from odedistill.infra.pictures import to_uint8
+from odedistill import atomic_write, to_uint8
 
 FEATURES = 64
 

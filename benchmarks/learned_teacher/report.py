@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from odedistill._io import atomic_write_json, atomic_write_text
-from odedistill.infra.pictures import plot_curves
+from odedistill import atomic_write_json, atomic_write_text, plot_curves
 
 PLOT = "fd_vs_nfe.png"
 SECTIONS = (

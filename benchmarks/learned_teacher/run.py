@@ -29,10 +29,7 @@ from benchmarks.learned_teacher.teacher import (
     train_teacher,
     weights_sha256,
 )
-from odedistill._io import atomic_write_json
-from odedistill.evaluation.fid import fid_from_stats, load_ref
-from odedistill.infra.machine import machine_info
-from odedistill.infra.pictures import to_uint8
+from odedistill import atomic_write_json, fid_from_stats, load_fid_ref, machine_info, to_uint8
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "learned_teacher"
 
@@ -105,7 +102,7 @@ def make_detector(out: Path, epochs: int) -> dict:
     (x_tr, _), (x_ho, _) = train_and_heldout()
     fid_ref(to_uint8(x_ho).numpy(), out / REF_FILE, detector)
     fid_ref(to_uint8(x_tr).numpy(), out / TRAIN_REF_FILE, detector)
-    floor = fid_from_stats(*load_ref(out / TRAIN_REF_FILE), *load_ref(out / REF_FILE))
+    floor = fid_from_stats(*load_fid_ref(out / TRAIN_REF_FILE), *load_fid_ref(out / REF_FILE))
     summary.update(data_floor_fd=floor, n_train=len(x_tr), n_heldout=len(x_ho))
     log(f"digits FD of the train split against the held-out split (data floor): {floor:.4g}")
     atomic_write_json(out / "detector.json", summary)

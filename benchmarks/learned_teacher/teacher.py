@@ -19,10 +19,14 @@ import torch
 from safetensors import safe_open
 
 from benchmarks.learned_teacher.data import train_and_heldout
-from odedistill.infra.pictures import save_image_grid
-from odedistill.infra.seeds import generate
-from odedistill.sampling.samplers import TeacherSampler
-from odedistill.teachers import EDMPrecond, load_teacher, save_teacher
+from odedistill import (
+    EDMPrecond,
+    TeacherSampler,
+    generate_samples,
+    load_teacher,
+    save_image_grid,
+    save_teacher,
+)
 
 LICENCE = "odedistill's digits teacher, trained on scikit-learn's digits; MIT like the project"
 
@@ -137,5 +141,5 @@ def teacher_samples_png(path: Path, out: Path, steps: int = 18, n: int = 64) -> 
     """EDM's sampler (Heun, ``steps`` steps, 2 steps − 1 evaluations) from seeds 0 … n − 1."""
     teacher = load_teacher(path)
     sampler = TeacherSampler(teacher, num_steps=steps)
-    _, s = next(generate(sampler, range(n), n))
+    _, s = next(generate_samples(sampler, range(n), n))
     return save_image_grid(s.x.clamp(-1, 1), out, cols=8, scale=4)

@@ -28,8 +28,7 @@ from benchmarks.odesuite.report import write_report
 from benchmarks.odesuite.settings import VARIANTS, SuiteSettings, log_default
 from benchmarks.odesuite.systems import SUITE
 from benchmarks.odesuite.training import distill_system, loadavg, test_set
-from odedistill.errors import UserError
-from odedistill.infra.machine import git_commit, machine_info
+from odedistill import UserError, git_commit, machine_info
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = "runs/bench-odesuite"

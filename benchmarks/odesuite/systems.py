@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from odedistill.systems.base import ODESystem
-from odedistill.systems.pendulum import DampedPendulum
+from odedistill import DampedPendulum, ODESystem
 
 
 def _uniform(n, lo, hi, generator, dtype=torch.float32):

@@ -16,7 +16,7 @@ import torch
 import odedistill
 from benchmarks.odesuite.settings import SuiteSettings, Variant
 from benchmarks.odesuite.systems import SUITE
-from odedistill.evaluation.metrics import relative_error, trajectory_errors
+from odedistill import relative_error, trajectory_errors
 
 
 def loadavg() -> list[float]:

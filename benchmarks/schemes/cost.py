@@ -13,8 +13,7 @@ import torch
 
 from benchmarks.schemes.settings import REFERENCE, BenchSettings, log_default, scheme_names
 from benchmarks.schemes.training import DIGITS, open_trainer, recipe, system_recipe
-from odedistill.schemes import SCHEMES
-from odedistill.training.trainer import Trainer
+from odedistill import SCHEMES, Trainer
 
 NET_LABELS = {
     "mlp": "MLP width {s.cost_mlp_width} depth {s.cost_mlp_depth}, 2-D ring teacher",
@@ -48,7 +47,7 @@ def _sync(device: torch.device) -> None:
 
 def _songunet_available() -> bool:
     try:
-        from odedistill.teachers.networks import SongUNet  # noqa: F401
+        from odedistill import SongUNet  # noqa: F401
     except ImportError:
         return False
     return True
@@ -82,9 +81,7 @@ def cost_trainer(
 @contextmanager
 def ddpmpp_trainer(scheme: str, device: torch.device, s: BenchSettings) -> Iterator[Trainer]:
     """Full DDPM++ student on 3x32x32 with a cheap exact teacher (16-component Gaussian mixture)."""
-    from odedistill.systems.probability_flow import ProbabilityFlowODE
-    from odedistill.teachers.gaussian_mixture import GaussianMixtureDenoiser
-    from odedistill.teachers.networks import SongUNet
+    from odedistill import GaussianMixtureDenoiser, ProbabilityFlowODE, SongUNet
 
     torch.manual_seed(s.seed)
     means = torch.rand(16, 3, 32, 32, dtype=torch.float64) * 2 - 1

@@ -9,9 +9,7 @@ import numpy as np
 import torch
 
 from benchmarks.schemes.settings import BenchSettings, declared_order, scheme_names
-from odedistill.grids import karras_grid
-from odedistill.models.base import TrajectoryModel
-from odedistill.schemes import make_scheme
+from odedistill import TrajectoryModel, karras_grid, make_scheme
 
 
 def _tdims(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

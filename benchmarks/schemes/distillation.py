@@ -10,13 +10,16 @@ import torch
 
 from benchmarks.schemes.settings import BenchSettings, log_default, scheme_names
 from benchmarks.schemes.training import LossHistory, open_trainer, recipe, system_recipe, train
-from odedistill.evaluation.metrics import relative_error
-from odedistill.evaluation.report import exact_endpoints
-from odedistill.grids import make_grid
-from odedistill.infra.recipes import from_dict
-from odedistill.infra.registries import build_system
-from odedistill.solvers import euler, heun
-from odedistill.systems.base import ODESystem
+from odedistill import (
+    ODESystem,
+    build_system,
+    config_from_dict,
+    euler,
+    exact_endpoints,
+    heun,
+    make_grid,
+    relative_error,
+)
 
 
 def relative_l2(x: torch.Tensor, x_exact: torch.Tensor) -> float:
@@ -48,7 +51,7 @@ def distillation_accuracy(
     student = {"net": "mlp", "width": s.distill_width, "depth": s.distill_depth}
     for system_name in s.distill_systems:
         sections, grid_kind = system_recipe(system_name, s)
-        cpu_system = build_system(from_dict(sections), torch.device("cpu"))
+        cpu_system = build_system(config_from_dict(sections), torch.device("cpu"))
         gen = torch.Generator().manual_seed(12345)
         z = cpu_system.sample_initial(s.distill_heldout, gen, dtype=torch.float64)
         t0 = time.perf_counter()

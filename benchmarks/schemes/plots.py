@@ -15,8 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks.schemes.settings import REFERENCE  # noqa: E402
-from odedistill._io import atomic_write_bytes  # noqa: E402
-from odedistill.infra.pictures import image_grid  # noqa: E402
+from odedistill import atomic_write_bytes, image_grid  # noqa: E402
 
 PLOTS = {
     "derivative": "derivative_error.png",

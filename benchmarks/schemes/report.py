@@ -22,7 +22,7 @@ from benchmarks.schemes.plots import (
     plot_stability,
 )
 from benchmarks.schemes.settings import REFERENCE
-from odedistill._io import atomic_write_json, atomic_write_text
+from odedistill import atomic_write_json, atomic_write_text
 
 #: the report's second-level sections, in order (tests check them)
 SECTIONS = (

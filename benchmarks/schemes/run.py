@@ -25,9 +25,7 @@ from benchmarks.schemes.distillation import distillation_accuracy
 from benchmarks.schemes.report import write_report
 from benchmarks.schemes.settings import BenchSettings, log_default, scheme_help
 from benchmarks.schemes.stability import stability
-from odedistill.errors import UserError
-from odedistill.infra.devices import resolve_device
-from odedistill.infra.machine import git_commit, machine_info
+from odedistill import UserError, git_commit, machine_info, resolve_device
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = "runs/bench-schemes"

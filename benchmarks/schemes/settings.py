@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from odedistill.schemes import SCHEMES
+from odedistill import SCHEMES
 
 #: the scheme every ratio is taken to (PID's first-order upwind difference)
 REFERENCE = "upwind"

@@ -18,11 +18,14 @@ from benchmarks.schemes.settings import (
     scheme_names,
 )
 from benchmarks.schemes.training import DIGITS, LossHistory, open_trainer, recipe, train
-from odedistill.evaluation.metrics import relative_error
-from odedistill.infra.recipes import from_dict
-from odedistill.infra.registries import build_system
-from odedistill.solvers import solve_reference
-from odedistill.training.trainer import Hook, Trainer
+from odedistill import (
+    Hook,
+    Trainer,
+    build_system,
+    config_from_dict,
+    relative_error,
+    solve_reference,
+)
 
 
 def image_statistics(x: torch.Tensor, x_exact: torch.Tensor | None = None) -> dict[str, float]:
@@ -84,7 +87,7 @@ def stability(
     Returns the results and the final samples (plus exact endpoints and data) for a picture.
     """
     s = settings
-    cpu_system = build_system(from_dict(DIGITS), torch.device("cpu"))
+    cpu_system = build_system(config_from_dict(DIGITS), torch.device("cpu"))
     gen = torch.Generator().manual_seed(2024)
     z = cpu_system.sample_initial(s.stab_samples, gen, dtype=torch.float64)
     t0 = time.perf_counter()

@@ -16,11 +16,15 @@ import torch
 from torch import nn
 
 from benchmarks.schemes.settings import BenchSettings
-from odedistill.errors import TrainingDiverged, UserError
-from odedistill.infra.build import build_session
-from odedistill.infra.recipes import from_dict
-from odedistill.systems.base import ODESystem
-from odedistill.training.trainer import Hook, Trainer
+from odedistill import (
+    Hook,
+    ODESystem,
+    Trainer,
+    TrainingDiverged,
+    UserError,
+    build_session,
+    config_from_dict,
+)
 
 #: the recipe sections of the digits teacher (1x8x8 images)
 DIGITS = {"system": {"kind": "probability_flow"}, "teacher": {"preset": "digits"}}
@@ -82,7 +86,7 @@ def open_trainer(
 
     ``system`` and ``net`` replace the recipe's (``build_session``).
     """
-    cfg = from_dict(raw, source="scheme benchmark")
+    cfg = config_from_dict(raw, source="scheme benchmark")
     session = build_session(cfg, device, system=system, net=net)
     with tempfile.TemporaryDirectory(prefix="odedistill-bench-") as tmp:
         yield Trainer(session, Path(tmp), hooks=hooks)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from odedistill.systems.base import ODESystem
+from odedistill import ODESystem
 
 
 def norm_relative(x: torch.Tensor, exact: torch.Tensor) -> float:

@@ -41,8 +41,7 @@ from benchmarks.solver.baselines import (
 )
 from benchmarks.solver.report import write_report
 from benchmarks.solver.settings import PRESETS, SolverSettings
-from odedistill.errors import UserError
-from odedistill.infra.machine import git_commit, machine_info
+from odedistill import UserError, git_commit, machine_info
 
 DEFAULT_OUT = "benchmarks/results/solver"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -29,8 +29,9 @@ from odedistill.teachers.networks import NETWORKS as EDM_NETWORKS
 TEACHER_NETWORKS: dict[str, type[nn.Module]] = {**EDM_NETWORKS, "DiffusersUNet": DiffusersUNet}
 """The raw networks of teachers a student can copy, by the preconditioner's ``model_type``."""
 
-if TYPE_CHECKING:
-    from odedistill.infra.config import Config
+#: the validated recipe that the builders read (``odedistill.infra.config.Config``); that module
+#: imports these registries (its fields' choices), so they name its type without importing it
+Config = Any
 
 
 def build_teacher(cfg: Config, device: torch.device) -> Teacher:
