@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch.func import jvp
@@ -32,8 +32,11 @@ from odedistill.models.attention import load_jvp_decompositions
 from odedistill.solvers import solve_reference
 from odedistill.systems.base import ODESystem
 
-if TYPE_CHECKING:
-    from odedistill.models.base import Path, TrajectoryModel
+#: the student and its curve (``odedistill.models.base``, which imports this module: named
+#: here without importing it)
+TrajectoryModel = Any
+Path = Any
+
 
 #: the largest state size the 'linear' indicator builds d x d Jacobians for
 LINEAR_MAX_DIM = 32

@@ -31,7 +31,10 @@ from odedistill.training.signals import stop_on_signals
 if TYPE_CHECKING:
     from odedistill.models.base import TrajectoryModel
     from odedistill.systems.base import ODESystem
-    from odedistill.training.trainer import Trainer
+
+#: the run (``odedistill.training.trainer.Trainer``, which imports this module: named here
+#: without importing it)
+Trainer = Any
 
 
 class Callback:

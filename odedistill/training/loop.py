@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,8 +29,9 @@ from odedistill.infra.noise import Indices, NoiseStreams
 from odedistill.models.base import TrajectoryModel
 from odedistill.systems.base import ODESystem
 
-if TYPE_CHECKING:
-    from odedistill.training.trainer import Trainer
+#: the run (``odedistill.training.trainer.Trainer``, which imports this module: named here
+#: without importing it)
+Trainer = Any
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
@@ -15,8 +15,10 @@ from odedistill.models.base import TrajectoryModel, output_problem
 from odedistill.systems.base import ODESystem
 from odedistill.systems.probe import check_along
 
-if TYPE_CHECKING:
-    from odedistill.training.trainer import Trainer
+#: the run (``odedistill.training.trainer.Trainer``, which imports this module: named here
+#: without importing it)
+Trainer = Any
+
 
 #: a finite loss above this many times the first loss of the run (or of its resumption) has
 #: exploded: the weights that gave it are not kept

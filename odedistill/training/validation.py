@@ -18,7 +18,7 @@ consecutive checks at or below it (one check can be a lucky dip).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -28,8 +28,9 @@ from odedistill.solvers import euler, heun, solve_reference, trajectory_errors
 from odedistill.systems.base import ODESystem
 from odedistill.training.callbacks import Callback
 
-if TYPE_CHECKING:
-    from odedistill.training.trainer import Trainer
+#: the run (``odedistill.training.trainer.Trainer``, which imports this module through the
+#: assembly: named here without importing it)
+Trainer = Any
 
 #: the held-out states are drawn from eval.seed plus this (apart from eval.json's)
 VALIDATION_SEED_OFFSET = 2002
