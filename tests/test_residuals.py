@@ -279,3 +279,55 @@ def test_scms_loss_from_the_paper_is_ours_with_its_options():
     g_scm = torch.autograd.grad(scm.sum(), list(params.values()))
     for a, b in zip(g_ours, g_scm, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+MIXED = [
+    "system.kind=linear",  # velocities of order 1: the scale an average-velocity network outputs
+    "student.kind=flowmap",
+    "student.residual=eulerian",
+    "student.residual_weights=[0.5,1,0.5]",
+    "student.output=average_velocity",
+    "scheme.kind=autodiff",
+    "train.checkpoint_every=1000",
+]
+
+
+def test_a_mixed_residual_average_velocity_map_resumes_and_reloads(tiny_recipe, tmp_path):
+    from odedistill.infra.build import build_session
+    from odedistill.infra.recipes import load_config
+    from odedistill.infra.students import read_student
+    from odedistill.training.trainer import Trainer
+
+    cfg = load_config(tiny_recipe, MIXED)
+    straight = Trainer(build_session(cfg), tmp_path / "a")
+    straight.run(iterations=12, show_progress=False)
+    first = Trainer(build_session(cfg), tmp_path / "b")
+    first.run(iterations=6, show_progress=False)
+    resumed = Trainer(build_session(cfg), tmp_path / "b")
+    resumed.resume()
+    resumed.run(iterations=12, show_progress=False)
+    a, b = straight.session.model.state_dict(), resumed.session.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert isinstance(straight.session.model, AverageVelocityFlowMap)
+    loaded = read_student(tmp_path / "b", weights="raw").model
+    assert isinstance(loaded, AverageVelocityFlowMap)
+    z = torch.randn(4, *straight.session.system.state_shape)
+    with torch.no_grad():
+        assert torch.equal(loaded.sample(z, steps=2), straight.session.model.sample(z, steps=2))
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["student.residual_weights=[1,0]"], "three weights"),
+        (["student.residual=semigroup"], "identity map"),
+        (["student.residual=eulerian", "student.residual_weights=[1,0,1]"], "weight 0"),
+        (["student.output=average_velocity", "student.skip=edm"], "no skip term"),
+    ],
+)
+def test_residual_fields_that_disagree_are_refused(tiny_recipe, overrides, words):
+    from odedistill.errors import UserError
+    from odedistill.infra.recipes import load_config
+
+    with pytest.raises(UserError, match=words):
+        load_config(tiny_recipe, ["student.kind=flowmap", *overrides])
