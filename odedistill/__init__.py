@@ -43,6 +43,7 @@ _EXPORTS = {
     "TrajectoryModel": "odedistill.models.base",
     "FlowMap": "odedistill.models.flowmap",
     "AverageVelocityFlowMap": "odedistill.models.meanflow",
+    "AdaptiveWeight": "odedistill.residuals",
     "eulerian_loss": "odedistill.residuals",
     "eulerian_tangent": "odedistill.residuals",
     "semigroup_loss": "odedistill.residuals",
@@ -121,6 +122,7 @@ __all__ = [
     "LPIPSMaxPool",
     "MLP",
     "AccuracyWarning",
+    "AdaptiveWeight",
     "Autodiff",
     "AverageVelocityFlowMap",
     "Central",
@@ -251,7 +253,12 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and editors
     from odedistill.models.nets import MLP, SmallUNet
     from odedistill.models.parametrisation import Parametrisation
     from odedistill.registry import Registry
-    from odedistill.residuals import eulerian_loss, eulerian_tangent, semigroup_loss
+    from odedistill.residuals import (
+        AdaptiveWeight,
+        eulerian_loss,
+        eulerian_tangent,
+        semigroup_loss,
+    )
     from odedistill.schemes import (
         SCHEMES,
         Autodiff,

@@ -23,9 +23,11 @@ The teacher is queried at the source (x_s, s) only, never at the student's outpu
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from odedistill._tensor import append_dims
 from odedistill.distances import Distance
@@ -183,3 +185,35 @@ def semigroup_loss(
     pred = transport(x_s, s, t, cond)
     with autocast():
         return distance(pred, target.to(pred.dtype))
+
+
+class AdaptiveWeight(nn.Module):
+    """A learned log-weight w_φ(s, t) per sample: ℓ ↦ e^{−w} ℓ + w (sCM's adaptive weighting,
+    Lu & Song 2024, in EDM2's sign convention).
+
+    For fixed losses the minimum over w is w = log E[ℓ | s, t]: every (s, t) then contributes
+    about 1, whatever the size of its residual. w_φ is linear in Fourier features
+    cos(kπc/2), sin(kπc/2), k = 1 … F, of both time inputs c = c_noise(s), c_noise(t), and
+    starts at 0 (weight 1). No random numbers are drawn.
+    """
+
+    def __init__(self, features: int = 8) -> None:
+        super().__init__()
+        self.register_buffer(
+            "freqs", torch.arange(1, features + 1, dtype=torch.float32) * (math.pi / 2)
+        )
+        self.weight = nn.Parameter(torch.zeros(4 * features))
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, c_s: torch.Tensor, c_t: torch.Tensor) -> torch.Tensor:
+        """w_φ (B,) from the two time inputs (B,)."""
+        angles = torch.cat(
+            [c_s.float()[:, None] * self.freqs, c_t.float()[:, None] * self.freqs], 1
+        )
+        phi = torch.cat([angles.cos(), angles.sin()], 1)
+        return phi @ self.weight + self.bias
+
+    def weigh(self, losses: torch.Tensor, c_s: torch.Tensor, c_t: torch.Tensor) -> torch.Tensor:
+        """e^{−w} ℓ + w per sample."""
+        w = self(c_s, c_t).to(losses.dtype)
+        return torch.exp(-w) * losses + w

@@ -21,6 +21,7 @@ from torch.func import functional_call, jvp
 
 from odedistill import (
     MLP,
+    AdaptiveWeight,
     AverageVelocityFlowMap,
     LinearODE,
     ODESystem,
@@ -287,6 +288,7 @@ MIXED = [
     "student.residual=eulerian",
     "student.residual_weights=[0.5,1,0.5]",
     "student.output=average_velocity",
+    "student.adaptive_weight=true",
     "scheme.kind=autodiff",
     "train.checkpoint_every=1000",
 ]
@@ -311,6 +313,8 @@ def test_a_mixed_residual_average_velocity_map_resumes_and_reloads(tiny_recipe, 
     assert isinstance(straight.session.model, AverageVelocityFlowMap)
     loaded = read_student(tmp_path / "b", weights="raw").model
     assert isinstance(loaded, AverageVelocityFlowMap)
+    assert torch.equal(loaded.loss_weight.weight, b["loss_weight.weight"])
+    assert b["loss_weight.weight"].abs().max() > 0  # the weight trained
     z = torch.randn(4, *straight.session.system.state_shape)
     with torch.no_grad():
         assert torch.equal(loaded.sample(z, steps=2), straight.session.model.sample(z, steps=2))
@@ -331,3 +335,20 @@ def test_residual_fields_that_disagree_are_refused(tiny_recipe, overrides, words
 
     with pytest.raises(UserError, match=words):
         load_config(tiny_recipe, ["student.kind=flowmap", *overrides])
+
+
+def test_the_adaptive_weight_learns_the_log_of_the_mean_loss_at_each_time():
+    """min over w of E[e^{−w} ℓ + w] is w = log E[ℓ]: at three (s, t) pairs with losses of
+    different sizes (noisy around 1e-4, 1 and 50) the trained w_φ meets log of their means."""
+    weight = AdaptiveWeight()
+    c_s = torch.tensor([1.0, 0.2, -1.3]).repeat(64)
+    c_t = torch.tensor([-1.5, -1.5, -1.4]).repeat(64)
+    gen = torch.Generator().manual_seed(0)
+    losses = torch.tensor([1e-4, 1.0, 50.0]).repeat(64) * (0.5 + torch.rand(192, generator=gen))
+    opt = torch.optim.Adam(weight.parameters(), lr=0.05)
+    for _ in range(600):
+        opt.zero_grad()
+        weight.weigh(losses, c_s, c_t).mean().backward()
+        opt.step()
+    means = losses.view(64, 3).mean(0)
+    torch.testing.assert_close(weight(c_s[:3], c_t[:3]), means.log(), rtol=0, atol=2e-2)

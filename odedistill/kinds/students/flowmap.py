@@ -26,6 +26,7 @@ from odedistill.kinds.base import Indices, ObjectiveParts, StudentKind
 from odedistill.kinds.students.flowmap_residuals import (
     ResidualMix,
     ResidualOptions,
+    attach_weight,
     check_residuals,
     with_midpoints,
 )
@@ -254,21 +255,27 @@ class FlowMapStudent(StudentKind):
         cfg: Any,
     ) -> FlowMap:
         if options.output == "average_velocity":
-            return AverageVelocityFlowMap(net, system.t_start, system.t_end, param)
-        skip = flow_map_skip(options.skip, system, cfg)
-        return FlowMap(net, system.t_start, system.t_end, param, skip)
+            model = AverageVelocityFlowMap(net, system.t_start, system.t_end, param)
+        else:
+            skip = flow_map_skip(options.skip, system, cfg)
+            model = FlowMap(net, system.t_start, system.t_end, param, skip)
+        return attach_weight(model, options)
 
     def spec(self, model: FlowMap) -> dict[str, Any]:
         skip = model.skip_scaling
         out = {"skip": None if skip is None else skip.to_dict()}
         if getattr(model, "output", "map") != "map":
             out["output"] = model.output
+        if hasattr(model, "loss_weight"):
+            out["adaptive_weight"] = True
         return out
 
     def rebuild(self, net: nn.Module, spec: dict[str, Any], param: Parametrisation) -> FlowMap:
         if spec.get("output") == "average_velocity":
-            return AverageVelocityFlowMap(net, spec["t_start"], spec["t_end"], param)
-        return FlowMap(net, spec["t_start"], spec["t_end"], param, stored_skip(spec))
+            model = AverageVelocityFlowMap(net, spec["t_start"], spec["t_end"], param)
+        else:
+            model = FlowMap(net, spec["t_start"], spec["t_end"], param, stored_skip(spec))
+        return attach_weight(model, stored=bool(spec.get("adaptive_weight")))
 
     def objective(self, parts: ObjectiveParts, options: FlowMapConfig) -> nn.Module:
         if options.source_state == "ema" and parts.ema is None:

@@ -17,7 +17,13 @@ from odedistill.errors import UserError
 from odedistill.fields import _f
 from odedistill.grids import times_at
 from odedistill.kinds.base import Indices
-from odedistill.residuals import FAMILIES, TANGENTS, eulerian_loss, semigroup_loss
+from odedistill.residuals import (
+    FAMILIES,
+    TANGENTS,
+    AdaptiveWeight,
+    eulerian_loss,
+    semigroup_loss,
+)
 
 OUTPUTS = ("map", "average_velocity")
 
@@ -57,6 +63,11 @@ class ResidualOptions:
         choices=TANGENTS,
     )
     tangent_c: float = _f(0.1, "the c of student.tangent", lo=0, lo_open=True, hi=1e6)
+    adaptive_weight: bool = _f(
+        False,
+        "learn a log-weight w(s, t) beside the map and train on e^{-w} loss + w (sCM's adaptive "
+        "weighting: every (s, t) then weighs about the same); stored with the student",
+    )
     output: str = _f(
         "map",
         "what the network outputs: 'map' (an endpoint estimate F, X = w x_s + (1 − w) F) or "
@@ -121,8 +132,8 @@ class ResidualMix:
 
     @property
     def plain(self) -> bool:
-        """PID's Lagrangian residual alone (the objective's original path)."""
-        return self.weights == (1.0, 0.0, 0.0)
+        """PID's Lagrangian residual alone, unweighted (the objective's original path)."""
+        return self.weights == (1.0, 0.0, 0.0) and not self.options.adaptive_weight
 
     @property
     def midpoints(self) -> bool:
@@ -162,4 +173,14 @@ class ResidualMix:
             assert frac is not None
             loss = semigroup_loss(model.transport, distance, x_s, s, t, frac, cond, autocast)
             total = total + wS * loss.float()
+        if o.adaptive_weight:
+            total = model.loss_weight.weigh(total, model.c_noise(s), model.c_noise(t))
         return total
+
+
+def attach_weight(model, options: ResidualOptions | None = None, stored: bool = False):
+    """Give ``model`` its learned loss weight (``student.adaptive_weight``, or a checkpoint's
+    spec that records one); returns the model."""
+    if stored or (options is not None and options.adaptive_weight):
+        model.loss_weight = AdaptiveWeight()
+    return model
