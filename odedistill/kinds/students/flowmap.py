@@ -1,6 +1,7 @@
 """The flow-map student (``student.kind = "flowmap"``): X(x_s, s, t), sampled in 1 or more jumps.
 
-Trained with the Lagrangian PID residual, data-free, from the student's own jumps. For a
+Trained with the Lagrangian PID residual by default (the Eulerian and semigroup ones, and
+weighted sums: ``student.residual``, ``flowmap_residuals``), data-free, from the student's own jumps. For a
 source (x_s, s = t_k) and a target index i ≥ k the residual is PID's along the path
 t ↦ X(x_s, s, t) (``odedistill.residual_loss``, any scheme). A fraction p_T of each batch keeps
 s = t_start: the plain PID term. The other rows draw k from the inner points of the K-step
@@ -22,8 +23,16 @@ from odedistill.distances import Distance
 from odedistill.errors import UserError
 from odedistill.fields import _f
 from odedistill.kinds.base import Indices, ObjectiveParts, StudentKind
+from odedistill.kinds.students.flowmap_residuals import (
+    ResidualMix,
+    ResidualOptions,
+    attach_weight,
+    check_residuals,
+    with_midpoints,
+)
 from odedistill.loss import Autocast, residual_loss
 from odedistill.models.flowmap import FlowMap, subgrid
+from odedistill.models.meanflow import AverageVelocityFlowMap
 from odedistill.models.parametrisation import Parametrisation, SkipScaling
 from odedistill.schemes.base import ResidualScheme
 from odedistill.solvers import euler
@@ -31,7 +40,7 @@ from odedistill.systems.base import ODESystem
 
 
 @dataclass
-class FlowMapConfig:
+class FlowMapConfig(ResidualOptions):
     p_T: float = _f(0.25, "fraction of each batch with s = t_start: the plain PID term", lo=0, hi=1)
     steps: list[int] = _f(
         [2, 4, 8],
@@ -135,11 +144,13 @@ class FlowMapObjective(nn.Module):
         source_state: str = "student",
         ema: FlowMap | None = None,
         through: bool = False,
+        mix: ResidualMix | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self._parts = (system, scheme, distance, grid, autocast, source_state, ema)
         self.through = through
+        self.mix = None if mix is None or mix.plain else mix
 
     @torch.no_grad()
     def sources(self, z: torch.Tensor, k: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -159,25 +170,33 @@ class FlowMapObjective(nn.Module):
             x_s[rows] = net(z[rows], t, c).to(z.dtype)
         return x_s
 
-    def forward(
-        self, z: torch.Tensor, k: torch.Tensor, i: torch.Tensor, cond: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, k: torch.Tensor, i: torch.Tensor, *more) -> torch.Tensor:
+        """Losses (B,) at (z, k, i[, frac], cond): ``frac`` places the semigroup's u."""
+        frac = more[0] if len(more) == 2 else None
+        cond = more[-1] if more else None
         system, scheme, distance, grid, autocast, _, _ = self._parts
         x_s = self.sources(z, k, cond)
         s = grid[k].to(z.dtype)
-        path = self.model.path_from(x_s, s, cond)
-        losses = residual_loss(
-            path,
-            system,
-            scheme,
-            distance,
-            grid,
-            i,
-            cond,
-            autocast=autocast,
-            through=self.through,
-        )
-        return losses.float()
+
+        def lagrangian() -> torch.Tensor:
+            path = self.model.path_from(x_s, s, cond)
+            losses = residual_loss(
+                path,
+                system,
+                scheme,
+                distance,
+                grid,
+                i,
+                cond,
+                autocast=autocast,
+                through=self.through,
+            )
+            return losses.float()
+
+        if self.mix is None:
+            return lagrangian()
+        parts = (system, scheme, distance, grid, autocast)
+        return self.mix(self.model, parts, x_s, s, i, frac, cond, lagrangian)
 
 
 def flow_map_skip(mode: str, system: ODESystem, cfg: Any) -> SkipScaling | None:
@@ -211,6 +230,7 @@ class FlowMapStudent(StudentKind):
     capabilities = frozenset({"multi_step", "two_times"})
 
     def check(self, options: FlowMapConfig, cfg: Any, source: str) -> None:
+        check_residuals(options, source)
         if options.sources == "sampler" and not options.steps:
             raise UserError(
                 f"{source}: 'student.steps' is empty; student.sources = 'sampler' draws from "
@@ -234,15 +254,28 @@ class FlowMapStudent(StudentKind):
         options: FlowMapConfig,
         cfg: Any,
     ) -> FlowMap:
-        skip = flow_map_skip(options.skip, system, cfg)
-        return FlowMap(net, system.t_start, system.t_end, param, skip)
+        if options.output == "average_velocity":
+            model = AverageVelocityFlowMap(net, system.t_start, system.t_end, param)
+        else:
+            skip = flow_map_skip(options.skip, system, cfg)
+            model = FlowMap(net, system.t_start, system.t_end, param, skip)
+        return attach_weight(model, options)
 
     def spec(self, model: FlowMap) -> dict[str, Any]:
         skip = model.skip_scaling
-        return {"skip": None if skip is None else skip.to_dict()}
+        out = {"skip": None if skip is None else skip.to_dict()}
+        if getattr(model, "output", "map") != "map":
+            out["output"] = model.output
+        if hasattr(model, "loss_weight"):
+            out["adaptive_weight"] = True
+        return out
 
     def rebuild(self, net: nn.Module, spec: dict[str, Any], param: Parametrisation) -> FlowMap:
-        return FlowMap(net, spec["t_start"], spec["t_end"], param, stored_skip(spec))
+        if spec.get("output") == "average_velocity":
+            model = AverageVelocityFlowMap(net, spec["t_start"], spec["t_end"], param)
+        else:
+            model = FlowMap(net, spec["t_start"], spec["t_end"], param, stored_skip(spec))
+        return attach_weight(model, stored=bool(spec.get("adaptive_weight")))
 
     def objective(self, parts: ObjectiveParts, options: FlowMapConfig) -> nn.Module:
         if options.source_state == "ema" and parts.ema is None:
@@ -257,10 +290,12 @@ class FlowMapStudent(StudentKind):
             source_state=options.source_state,
             ema=parts.ema,
             through=parts.through,
+            mix=ResidualMix(options, through=parts.through),
         )
 
     def indices(self, options: FlowMapConfig, continuous: bool) -> Indices:
-        return flowmap_indices(options.p_T, options.steps, options.sources, continuous)
+        draw = flowmap_indices(options.p_T, options.steps, options.sources, continuous)
+        return with_midpoints(draw) if ResidualMix(options).midpoints else draw
 
     def eval_steps(self, options: FlowMapConfig) -> list[int]:
         return [1, *options.steps]
