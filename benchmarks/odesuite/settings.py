@@ -37,6 +37,15 @@ VARIANTS: dict[str, Variant] = {
         "PID's loss as distill() had it: sg[f], upwind on N = 100 uniform points, one step",
         {"target_grad": "stop", "scheme": "upwind", "N": 100, "student": "pid"},
     ),
+    "hard_states": Variant(
+        "hard-state replay: half of each batch redrawn from recent points by their loss",
+        {"hard_states": 0.5},
+    ),
+    "hard_weighted": Variant(
+        "hard-state replay with importance weights (the objective's expectation uniform)",
+        {"hard_states": 0.5, "hard_weighted": True},
+    ),
+    "no_hard": Variant("without hard-state replay (hard_states = 0)", {"hard_states": 0.0}),
     "before": Variant(
         "distill() before the suite: upwind, constant lr, no causal weights, raw inputs, "
         "MLP without the condition, sg[f]",

@@ -44,6 +44,9 @@ DISTILL_FIELDS: dict[str, str] = {
     "target_grad": "loss.target_grad",
     "max_seconds": "train.max_seconds",
     "clock": "train.clock",
+    "hard_states": "train.hard_states",
+    "hard_pool": "train.hard_pool",
+    "hard_weighted": "train.hard_weighted",
     "seed": "run.seed",
     "device": "run.device",
 }

@@ -71,6 +71,10 @@ def distill(
     validate_every: int | None = None,
     validate_n: int = 500,
     stop_at_ratio: float = 0.0,
+    hard_states: float = 0.0,
+    hard_pool: int = 8,
+    hard_weighted: bool = False,
+    init: TrajectoryModel | None = None,
     seed: int = 0,
     device: str = "cpu",
     run_dir: str | Path | None = None,
@@ -105,6 +109,12 @@ def distill(
         normalise, normalise_output, time_input, width, depth: the default MLP.
         validate_every: iterations between accuracy checks (default 100; 0 for images).
         stop_at_ratio: also stop once two checks read error / Euler(N − 1)'s <= this.
+        hard_states, hard_pool, hard_weighted: hard-state replay (``train.hard_states``): this
+            fraction of each batch drawn again from a pool of ``hard_pool`` batches of recent
+            collocation points in proportion to their training loss (0 = off); with
+            ``hard_weighted`` importance weights keep the objective's expectation uniform.
+        init: a trained student of the same system and network size to start from (a flow
+            map from PID's one-step student: its weights, the second-time branch at zero).
         seed, device, run_dir, progress: as named (run_dir: where metrics.jsonl goes).
 
     Returns:
@@ -169,6 +179,9 @@ def distill(
                 "validate_steps": K,
                 "tol": tol if validate_every else 0.0,
                 "stop_at_ratio": stop_at_ratio,
+                "hard_states": hard_states,
+                "hard_pool": hard_pool,
+                "hard_weighted": hard_weighted,
                 "max_seconds": max_seconds,
                 "clock": clock,
             },
@@ -177,6 +190,10 @@ def distill(
         source="distill()",
     )
     session = build_session(cfg, system=system, net=net)
+    if init is not None:
+        kind.warm_start(session.model, init)
+        for copy in session.ema.models.values():
+            copy.load_state_dict(session.model.state_dict())
     with tempfile.TemporaryDirectory(prefix="odedistill-") as tmp:
         trainer = Trainer(session, Path(run_dir) if run_dir is not None else Path(tmp))
         trainer.run(show_progress=progress)
@@ -190,7 +207,7 @@ def distill(
 
 def _rest(args: dict[str, Any]) -> dict[str, Any]:
     """distill()'s keyword arguments other than those ``_auto`` sets itself."""
-    own = ("system", "net", "tol", "max_seconds", "steps", "student")
+    own = ("system", "net", "tol", "max_seconds", "steps", "student", "init")
     return {k: v for k, v in args.items() if k not in own}
 
 
@@ -203,7 +220,8 @@ def _auto(
     steps: int,
     **kw: Any,
 ) -> TrajectoryModel:
-    """One step with half the budget; a flow map of ``steps`` jumps with the rest if it missed."""
+    """One step with half the budget; if it missed ``tol``, a flow map of ``steps`` jumps
+    started from it (``init``) with the rest, and whichever validated better."""
     half = max_seconds / 2 if max_seconds else 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AccuracyWarning)
@@ -214,4 +232,15 @@ def _auto(
         return first
     spent = first.validation["seconds"]
     rest = max(max_seconds - spent, 1.0) if max_seconds else 0.0
-    return distill(system, tol=tol, max_seconds=rest, student="flowmap", steps=steps, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AccuracyWarning)
+        flow = distill(
+            system, tol=tol, max_seconds=rest, student="flowmap", steps=steps, init=first, **kw
+        )
+    best = flow if flow.validation["error"] <= first.validation["error"] else first
+    total = {k: first.validation[k] + flow.validation[k] for k in ("steps", "seconds")}
+    best.validation = {**best.validation, **total}  # both phases' training
+    if not best.validation["met"]:
+        multi = best is flow
+        warnings.warn(shortfall(best.validation, flowmap=multi), AccuracyWarning, stacklevel=3)
+    return best

@@ -243,6 +243,20 @@ class TrainConfig:
         lo=0,
         hi=1e12,
     )
+    hard_states: float = _f(
+        0.0,
+        "hard-state replay: this fraction of each batch is drawn again from a pool of recent "
+        "collocation points (initial state, time, condition) in proportion to their last "
+        "training loss; the rest are fresh uniform draws (0 = off)",
+        lo=0,
+        hi=0.95,
+    )
+    hard_pool: int = _f(8, "the replay pool, in batches (train.hard_states)", lo=1, hi=1000)
+    hard_weighted: bool = _f(
+        False,
+        "weight replayed points by 1 / (P pi) so that the objective's expectation stays the "
+        "uniform one (train.hard_states); off: hard states count more",
+    )
 
 
 @dataclass

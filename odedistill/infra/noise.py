@@ -16,6 +16,7 @@ import torch
 
 from odedistill.errors import UserError
 from odedistill.infra import distributed
+from odedistill.infra.hard_states import HardStates
 from odedistill.kinds.base import Indices
 from odedistill.systems.base import ODESystem
 
@@ -55,9 +56,18 @@ class NoiseStreams:
         streams: the streams this process owns (``[rank]`` under torchrun).
         world: how many streams the whole run draws from (the number of processes).
         batch: the global batch; it must split evenly over the ``world`` streams.
+        hard: hard-state replay (``train.hard_states``) mixed into this process's batches,
+            or None (the batches are the streams' draws).
     """
 
-    def __init__(self, seed: int, streams: Sequence[int], world: int, batch: int) -> None:
+    def __init__(
+        self,
+        seed: int,
+        streams: Sequence[int],
+        world: int,
+        batch: int,
+        hard: HardStates | None = None,
+    ) -> None:
         if batch % world:
             raise UserError(
                 f"'train.batch' = {batch} does not split over {world} processes; use a "
@@ -68,6 +78,7 @@ class NoiseStreams:
         self.world = world
         self.per_stream = batch // world
         self.generators = [noise_generator(seed, r) for r in self.streams]
+        self.hard = hard
 
     def draw(
         self, system: ODESystem, N: int, device: torch.device, indices: Indices
@@ -84,6 +95,20 @@ class NoiseStreams:
             tuple(torch.cat(col) for col in zip(*idx, strict=True)),
             None if cond[0] is None else torch.cat(cond),
         )
+
+    def draw_weighted(
+        self, system: ODESystem, N: int, device: torch.device, indices: Indices
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor | None, torch.Tensor | None]:
+        """``draw``'s batch with hard states mixed in, and the per-row loss weights (None: 1)."""
+        z, idx, cond = self.draw(system, N, device, indices)
+        if self.hard is None:
+            return z, idx, cond, None
+        return self.hard.mix(z, idx, cond)
+
+    def observe(self, losses: torch.Tensor) -> None:
+        """The per-sample losses of the batch ``draw_weighted`` gave (for the hard states)."""
+        if self.hard is not None:
+            self.hard.observe(losses)
 
     def states(self) -> list[torch.Tensor]:
         return [g.get_state() for g in self.generators]
@@ -120,11 +145,15 @@ def capture_rng(noise: NoiseStreams, device: torch.device) -> dict[str, Any]:
     streams in rank order; under torchrun ``ranks`` holds each rank's global states.
     """
     rng: dict[str, Any] = {"torch": torch.get_rng_state(), "noise": noise.generators[0].get_state()}
+    if noise.hard is not None:
+        rng["hard"] = noise.hard.state_dict()
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     env = distributed.current()
     if env.enabled:
         mine: dict[str, Any] = {"noise": noise.states(), "torch": torch.get_rng_state()}
+        if noise.hard is not None:
+            mine["hard"] = rng.pop("hard")
         if device.type == "cuda":
             mine["cuda"] = torch.cuda.get_rng_state(device)
         gathered = distributed.all_gather_objects(mine)
@@ -142,10 +171,14 @@ def restore_rng(rng: dict[str, Any], noise: NoiseStreams, device: torch.device, 
     if env.enabled and ranks is not None and len(ranks) == env.world_size:
         mine = ranks[env.rank]
         torch.set_rng_state(mine["torch"].cpu())
+        if noise.hard is not None and "hard" in mine:
+            noise.hard.load_state_dict(mine["hard"], device)
         if "cuda" in mine and device.type == "cuda":
             torch.cuda.set_rng_state(mine["cuda"].cpu(), device)
     elif env.is_main:
         torch.set_rng_state(rng["torch"].cpu())
+        if noise.hard is not None and "hard" in rng:
+            noise.hard.load_state_dict(rng["hard"], device)
         if "cuda" in rng and torch.cuda.is_available():
             states = rng["cuda"]
             if len(states) == torch.cuda.device_count():

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from odedistill.errors import UserError
 from odedistill.loss import Autocast
 from odedistill.systems.base import ODESystem
 
@@ -106,6 +107,30 @@ class StudentKind(Kind):
     def indices(self, options: Any, continuous: bool) -> Indices:
         """How a noise stream draws the objective's indices for a batch."""
         raise NotImplementedError
+
+    #: names (prefixes) of the network's parameters a warm start may not find in a trained
+    #: one-time student's: branches that start at zero (a flow map's second-time embedding)
+    fresh_branches: ClassVar[tuple[str, ...]] = ()
+
+    def warm_start(self, model: nn.Module, source: nn.Module) -> None:
+        """Start ``model``'s network from the trained student ``source``'s: every weight
+        taken over, save the kind's ``fresh_branches``, which keep their initialisation.
+
+        A flow map warm-started from PID's student is, at s = t_start, that student exactly
+        (its second-time branch starts at zero); from other s it jumps as the student would
+        from an initial state, which training then corrects.
+        """
+        state = {k: v.detach().clone() for k, v in source.net.state_dict().items()}
+        own = model.net.state_dict()
+        stray = [k for k in own if k not in state and not k.startswith(self.fresh_branches)]
+        stray += [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+        if stray:
+            names = ", ".join(stray[:3])
+            raise UserError(
+                f"init: the student's network does not fit this one ({names}); start from a "
+                "student of the same system, width and depth"
+            )
+        model.net.load_state_dict(state, strict=False)
 
     def eval_steps(self, options: Any) -> list[int]:
         """The numbers of jumps the evaluation samples with beside the one-step sample

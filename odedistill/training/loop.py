@@ -2,7 +2,8 @@
 
 Per step, on each of W processes, with B_w = batch / W samples split into micro-batches:
 
-    z, i, cond ~ this process's noise stream             (``infra.noise.NoiseStreams``)
+    z, i, cond ~ this process's noise stream             (``infra.noise.NoiseStreams``;
+                                                          hard states mixed in: ``infra.hard_states``)
     g = ∇_θ (1/B) Σ_b ℓ(θ; z_b, i_b, cond_b)              (accumulated, averaged over processes)
     θ ← optimiser(θ, clip(g), lr(step, seconds));   θ_ema ← β θ_ema + (1 − β) θ
 
@@ -63,23 +64,28 @@ def accumulate_gradients(p: StepInputs) -> torch.Tensor:
     Returns the batch's mean loss, averaged over processes. Micro-batches add up to the
     share's mean (sum / share), so any micro-batching gives the one-batch gradient.
     """
-    z, idx, cond = p.noise.draw(p.system, p.N, p.device, p.indices)
+    z, idx, cond, w = p.noise.draw_weighted(p.system, p.N, p.device, p.indices)
     if p.channels_last and z.ndim == 4:
         z = z.contiguous(memory_format=torch.channels_last)
     p.optimizer.zero_grad(set_to_none=True)
     starts = list(range(0, p.share, p.micro))
     total: torch.Tensor | None = None
+    seen: list[torch.Tensor] = []  # the per-sample losses, for hard-state replay
     for k, a in enumerate(starts):
         sl = slice(a, a + p.micro)
         last = k == len(starts) - 1
         with p.objective.no_sync() if p.ddp and not last else contextlib.nullcontext():
             part = [t[sl] for t in idx]
             losses = p.objective(z[sl], *part, None if cond is None else cond[sl])
+            seen.append(losses.detach())
+            if w is not None:  # hard-state replay's importance weights
+                losses = losses * w[sl]
             # the mean over this process's share, whatever the micro-batching
             loss = losses.mean() if len(starts) == 1 else losses.sum() / p.share
             (loss if p.scaler is None else p.scaler.scale(loss)).backward()
         total = loss.detach() if total is None else total + loss.detach()
     assert total is not None
+    p.noise.observe(torch.cat(seen))
     total = distributed.mean_over_ranks(total)
     if p.grad_clip > 0:
         if p.scaler is not None:

@@ -25,6 +25,7 @@ from odedistill.infra.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from odedistill.infra.hard_states import HardStates
 from odedistill.infra.noise import NoiseStreams, capture_rng, restore_rng
 from odedistill.loss import CausalWeights
 from odedistill.training import monitor
@@ -88,9 +89,14 @@ class Trainer:
         return self.inputs.micro
 
     def noise_streams(self) -> NoiseStreams:
-        """This process's noise: stream ``rank`` of ``world_size``."""
-        d = self.dist
-        return NoiseStreams(self.cfg.run.seed, [d.rank], d.world_size, self.cfg.train.batch)
+        """This process's noise: stream ``rank`` of ``world_size``, with hard-state replay
+        (``train.hard_states``) mixed in."""
+        d, tc = self.dist, self.cfg.train
+        hard = None
+        if tc.hard_states > 0:
+            pool = tc.hard_pool * (tc.batch // d.world_size)
+            hard = HardStates(tc.hard_states, pool, self.cfg.run.seed + d.rank, tc.hard_weighted)
+        return NoiseStreams(self.cfg.run.seed, [d.rank], d.world_size, tc.batch, hard)
 
     def causal_weights(self) -> CausalWeights | None:
         """The objective's causal weights (loss.causal_eps), if any."""

@@ -228,6 +228,7 @@ class FlowMapStudent(StudentKind):
 
     config = FlowMapConfig
     capabilities = frozenset({"multi_step", "two_times"})
+    fresh_branches = ("emb_s.",)  # the MLP's and SmallUNet's second-time embedding
 
     def check(self, options: FlowMapConfig, cfg: Any, source: str) -> None:
         check_residuals(options, source)

@@ -1,0 +1,56 @@
+"""One suite system, one set of distill() options: ``python -m benchmarks.odesuite.screen SYSTEM BUDGET '{"kwarg": value}'``.
+
+Prints one JSON line: steps, evaluations, CPU seconds of training, and the norm-relative
+error (median, p95) on the suite's 1000 fresh held-out states (seed 1001) against scipy;
+the same numbers as a row of ``python -m benchmarks.odesuite``, for quick screening.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+
+import torch
+
+import odedistill
+from benchmarks.odesuite.systems import SUITE
+from benchmarks.odesuite.training import loadavg, test_set
+
+
+def main(argv: list[str]) -> None:
+    torch.set_num_threads(1)
+    name, budget = argv[0], float(argv[1])
+    kw = json.loads(argv[2]) if len(argv) > 2 else {}
+    system = SUITE[name].build()
+    test = test_set(name, 1000, 1001)
+    load = loadavg()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", odedistill.AccuracyWarning)
+        s = odedistill.distill(
+            system, tol=1e-2, max_seconds=budget, clock="process", progress=False, **kw
+        )
+    v = s.validation
+    with torch.no_grad():
+        c = None if test["cond"] is None else test["cond"].float()
+        x = s.sample(test["z"].float(), c, steps=v["evaluations"]).double()
+    e = odedistill.trajectory_errors(x, test["exact"])
+    row = {
+        "system": name,
+        "budget": budget,
+        "kw": kw,
+        "steps": v["steps"],
+        "ev": v["evaluations"],
+        "sec": round(v["seconds"], 1),
+        "error": round(e["error"], 4),
+        "median": round(e["median"], 4),
+        "p95": round(e["p95"], 4),
+        "val": round(v["error"], 4),
+        "met": v["met"],
+        "load": [load, loadavg()],
+    }
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
