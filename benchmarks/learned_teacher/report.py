@@ -102,7 +102,8 @@ def _screen_lines(out: Path) -> list[str]:
         return ["(none here: `python -m benchmarks.learned_teacher.screen` writes them)", ""]
     lines = [
         "One change at a time to the flow map, each one training run at a shorter budget; "
-        "FD at 1, 2, 4 and 8 steps of the raw weights and of each EMA of that run.",
+        "FD at 1, 2, 4 and 8 steps of the raw weights and of each EMA of that run (machine and "
+        "load average in screens/*.json).",
         "",
         "| screen | CPU s | iterations | weights | FD at 1, 2, 4, 8 steps | command |",
         "|---|---|---|---|---|---|",
