@@ -55,3 +55,17 @@ def test_where_a_one_step_fd_lands_on_a_curve():
     assert lands(30.0, curve).startswith("between 2 (50) and 4 (10)")
     assert lands(200.0, curve).startswith("above 1 evaluation")
     assert lands(5.0, curve).startswith("at or below its best")
+
+
+def test_a_screen_scores_the_raw_weights_and_every_ema_of_one_run():
+    from dataclasses import replace
+
+    from benchmarks.learned_teacher.screen import EMA_RATES, screen
+
+    out = screen(replace(QUICK), ["student.steps=[2]", "student.p_T=0.5"])
+    assert out["student"]["steps"] == [2] and out["student"]["p_T"] == 0.5  # the change applied
+    assert list(out["fd"]) == ["raw", *(f"ema{r!r}" for r in EMA_RATES)]
+    for fd in out["fd"].values():
+        assert sorted(int(k) for k in fd) == FLOWMAP_STEPS
+        assert all(math.isfinite(v) for v in fd.values())
+    assert out["iterations"] >= 1

@@ -15,6 +15,7 @@ SECTIONS = (
     "FD against evaluations",
     "Where PID lands",
     "Targets",
+    "Flow-map screens",
     "Reproduce",
 )
 TEACHER_JSON = "teacher.json"  # written by `python -m benchmarks.learned_teacher train`
@@ -94,6 +95,30 @@ def _machine(meta: dict[str, Any]) -> str:
     return out + f", load average {load(m.get('load_average'))}"
 
 
+def _screen_lines(out: Path) -> list[str]:
+    """One row per ``screens/*.json`` (``python -m benchmarks.learned_teacher.screen``)."""
+    files = sorted((out / "screens").glob("*.json"))
+    if not files:
+        return ["(none here: `python -m benchmarks.learned_teacher.screen` writes them)", ""]
+    lines = [
+        "One change at a time to the flow map, each one training run at a shorter budget; "
+        "FD at 1, 2, 4 and 8 steps of the raw weights and of each EMA of that run (machine and "
+        "load average in screens/*.json).",
+        "",
+        "| screen | CPU s | iterations | weights | FD at 1, 2, 4, 8 steps | command |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in files:
+        r = json.loads(f.read_text())
+        for j, (w, fd) in enumerate(r["fd"].items()):
+            fds = ", ".join(f"{fd[k]:.3g}" for k in sorted(fd, key=int))
+            command = "" if j else f"`{r['command']}`"
+            lines += [
+                f"| {r['name']} | {r['budget']:g} | {r['iterations']} | {w} | {fds} | {command} |"
+            ]
+    return [*lines, ""]
+
+
 def write_report(results: dict[str, Any], out: Path, command: str) -> None:
     t = results["teacher"]
     st = results["settings"]
@@ -146,6 +171,7 @@ def write_report(results: dict[str, Any], out: Path, command: str) -> None:
     lines += ["", "## Targets", "", "| target | value | bound | met |", "|---|---|---|---|"]
     for name, v, b, ok in targets(results):
         lines += [f"| {name} | {v:.3g} | {b:.3g} | {'yes' if ok else 'no'} |"]
-    lines += ["", "## Reproduce", "", f"`{command}`", ""]
+    lines += ["", "## Flow-map screens", "", *_screen_lines(out)]
+    lines += ["## Reproduce", "", f"`{command}`", ""]
     atomic_write_text(out / "report.md", "\n".join(lines))
     atomic_write_json(out / "results.json", results)
