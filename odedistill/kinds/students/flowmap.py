@@ -6,7 +6,9 @@ t ↦ X(x_s, s, t) (``odedistill.residual_loss``, any scheme). A fraction p_T of
 s = t_start: the plain PID term. The other rows draw k from the inner points of the K-step
 sub-grids the map is trained for and i up to the next point a sampler jumps to from there
 (or both uniformly), and take x_s = sg X_θ(z, t_start, s): the student's own jump from noise
-(or the EMA's, or the teacher's Euler steps along the grid).
+(or the EMA's, or the teacher's Euler steps along the grid), or, for a system with exact
+marginals (an exact Gaussian-mixture teacher), a fresh exact draw x_s ~ p_s. A network teacher
+has no exact marginals: its flow maps train from data-free sources only.
 """
 
 from __future__ import annotations
@@ -48,9 +50,11 @@ class FlowMapConfig:
     source_state: str = _f(
         "student",
         "x_s = sg X(z, t_start, s) of the current 'student' (one extra forward, no gradient), "
-        "of the first 'ema', or the 'teacher''s Euler steps along the grid (exact on the grid, "
-        "but up to N - 1 teacher calls per iteration)",
-        choices=("student", "ema", "teacher"),
+        "of the first 'ema', the 'teacher''s Euler steps along the grid (exact on the grid, "
+        "but up to N - 1 teacher calls per iteration), or an exact draw from the system's "
+        "'marginal' p_s (exact teachers only: a Gaussian mixture's is the mixture with "
+        "variances s_k^2 + s^2)",
+        choices=("student", "ema", "teacher", "marginal"),
     )
     skip: str = _f(
         "auto",
@@ -73,7 +77,7 @@ def sampler_jumps(N: int, steps: Sequence[int]) -> dict[int, int]:
 
 
 def flowmap_indices(
-    p_T: float, steps: Sequence[int], sources: str, continuous: bool = False
+    p_T: float, steps: Sequence[int], sources: str, continuous: bool = False, seeded: bool = False
 ) -> Indices:
     """How one noise stream draws (k, i) for n samples of a flow map's batch.
 
@@ -81,6 +85,7 @@ def flowmap_indices(
     k ~ U(inner sub-grid points) and i ~ U{k … next point} ('sampler'), or
     k ~ U{1 … N−2} and i ~ U{k … N−1} ('uniform'). With ``continuous`` the targets are
     positions on the same ranges, i ~ U[k, last] (float64; ``odedistill.grids.times_at``).
+    With ``seeded`` a third column of per-row seeds follows (what marginal sources draw from).
     """
 
     def draw(N: int, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,9 +104,12 @@ def flowmap_indices(
         k_all = torch.cat([torch.zeros(n_T, dtype=torch.long), k])
         if continuous:
             u_T = torch.rand(n_T, generator=gen, dtype=torch.float64) * (N - 1)
-            return k_all, torch.cat([u_T, k + u * (span - 1)])
-        i = k + (u * span).floor().long().minimum(span - 1)
-        return k_all, torch.cat([i_T, i])
+            i_all = torch.cat([u_T, k + u * (span - 1)])
+        else:
+            i_all = torch.cat([i_T, k + (u * span).floor().long().minimum(span - 1)])
+        if seeded:
+            return k_all, i_all, torch.randint(0, 2**62, (n,), generator=gen)
+        return k_all, i_all
 
     return draw
 
@@ -180,6 +188,34 @@ class FlowMapObjective(nn.Module):
         return losses.float()
 
 
+class MarginalSources(FlowMapObjective):
+    """The flow-map loss with exact sources: x_s ~ p_s drawn fresh (``system.sample_marginal``)
+    for every row with k > 0, from a generator seeded by the batch's first seed (drawn from
+    the run's noise stream, so a resumed run draws the same states)."""
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        k: torch.Tensor,
+        i: torch.Tensor,
+        seed: torch.Tensor,
+        cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        self._generator = torch.Generator().manual_seed(int(seed[0]))
+        return super().forward(z, k, i, cond)
+
+    @torch.no_grad()
+    def sources(self, z: torch.Tensor, k: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """z where k = 0, else x(t_k) ~ p_{t_k} exactly."""
+        system, grid = self._parts[0], self._parts[3]
+        x_s = z.clone()
+        rows = k > 0
+        if rows.any():
+            s = grid[k[rows]].double().cpu()
+            x_s[rows] = system.sample_marginal(s, self._generator, z.dtype).to(z.device)
+        return x_s
+
+
 def flow_map_skip(mode: str, system: ODESystem, cfg: Any) -> SkipScaling | None:
     """The skip term of a flow map (``student.skip``): the teacher's own c_skip, c_out
     ('auto'), EDM's with the recipe's system.sigma_data ('edm'), or None for the plain map."""
@@ -247,7 +283,14 @@ class FlowMapStudent(StudentKind):
     def objective(self, parts: ObjectiveParts, options: FlowMapConfig) -> nn.Module:
         if options.source_state == "ema" and parts.ema is None:
             raise UserError("student.source_state = 'ema' needs an EMA: set train.ema_rates")
-        return FlowMapObjective(
+        if options.source_state == "marginal" and not parts.system.has_exact_marginals:
+            raise UserError(
+                "student.source_state = 'marginal' needs a system with exact marginals (an "
+                f"exact teacher's: teacher.kind = 'gaussian_mixture'); "
+                f"{type(parts.system).__name__} here has none: use 'student', 'ema' or 'teacher'"
+            )
+        cls = MarginalSources if options.source_state == "marginal" else FlowMapObjective
+        return cls(
             parts.model,
             parts.system,
             parts.scheme,
@@ -260,7 +303,8 @@ class FlowMapStudent(StudentKind):
         )
 
     def indices(self, options: FlowMapConfig, continuous: bool) -> Indices:
-        return flowmap_indices(options.p_T, options.steps, options.sources, continuous)
+        seeded = options.source_state == "marginal"
+        return flowmap_indices(options.p_T, options.steps, options.sources, continuous, seeded)
 
     def eval_steps(self, options: FlowMapConfig) -> list[int]:
         return [1, *options.steps]
