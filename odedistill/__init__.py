@@ -42,6 +42,10 @@ _EXPORTS = {
     "centred_nodes": "odedistill.models.curve",
     "TrajectoryModel": "odedistill.models.base",
     "FlowMap": "odedistill.models.flowmap",
+    "AverageVelocityFlowMap": "odedistill.models.meanflow",
+    "eulerian_loss": "odedistill.residuals",
+    "eulerian_tangent": "odedistill.residuals",
+    "semigroup_loss": "odedistill.residuals",
     "MLP": "odedistill.models.nets",
     "SmallUNet": "odedistill.models.nets",
     "Parametrisation": "odedistill.models.parametrisation",
@@ -118,6 +122,7 @@ __all__ = [
     "MLP",
     "AccuracyWarning",
     "Autodiff",
+    "AverageVelocityFlowMap",
     "Central",
     "Curve",
     "Distance",
@@ -147,6 +152,8 @@ __all__ = [
     "digits_mixture",
     "distill",
     "euler",
+    "eulerian_loss",
+    "eulerian_tangent",
     "grid_mixture",
     "heun",
     "karras_grid",
@@ -158,6 +165,7 @@ __all__ = [
     "residual_loss",
     "ring_mixture",
     "run_recipe",
+    "semigroup_loss",
     "solve_reference",
     "trajectory_errors",
     "uniform_grid",
@@ -239,9 +247,11 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and editors
     from odedistill.models.base import Path, TrajectoryModel
     from odedistill.models.curve import Curve, along, centred_nodes
     from odedistill.models.flowmap import FlowMap
+    from odedistill.models.meanflow import AverageVelocityFlowMap
     from odedistill.models.nets import MLP, SmallUNet
     from odedistill.models.parametrisation import Parametrisation
     from odedistill.registry import Registry
+    from odedistill.residuals import eulerian_loss, eulerian_tangent, semigroup_loss
     from odedistill.schemes import (
         SCHEMES,
         Autodiff,

@@ -137,3 +137,23 @@ def test_marginal_sources_need_exact_marginals(tmp_path):
 
     with pytest.raises(odedistill.UserError, match="needs a system with exact marginals"):
         Trainer(build_session(cfg), tmp_path / "run")
+
+
+def test_marginal_sources_with_the_semigroups_midpoints(tmp_path):
+    from odedistill.training.trainer import Trainer
+
+    cfg = _tiny(
+        tmp_path,
+        "student.source_state=marginal",
+        "student.residual=semigroup",
+        "student.residual_weights=[1, 0, 1]",
+    )
+    trainer = Trainer(build_session(cfg), tmp_path / "run")
+    idx = STUDENTS.get("flowmap").indices(cfg.student.options, False)(
+        20, 32, torch.Generator().manual_seed(6)
+    )
+    assert len(idx) == 4 and idx[2].dtype == torch.float64 and idx[3].dtype == torch.long
+    z = trainer.session.system.sample_initial(32, torch.Generator().manual_seed(7))
+    losses = trainer.objective(z, *idx, None)
+    assert losses.shape == (32,) and torch.isfinite(losses).all()
+    trainer.run(iterations=3, show_progress=False)

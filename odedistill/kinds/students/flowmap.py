@@ -24,8 +24,15 @@ from odedistill.distances import Distance
 from odedistill.errors import UserError
 from odedistill.fields import _f
 from odedistill.kinds.base import Indices, ObjectiveParts, StudentKind
+from odedistill.kinds.students.flowmap_residuals import (
+    ResidualMix,
+    ResidualOptions,
+    check_residuals,
+    with_midpoints,
+)
 from odedistill.loss import Autocast, residual_loss
 from odedistill.models.flowmap import FlowMap, subgrid
+from odedistill.models.meanflow import AverageVelocityFlowMap
 from odedistill.models.parametrisation import Parametrisation, SkipScaling
 from odedistill.schemes.base import ResidualScheme
 from odedistill.solvers import euler
@@ -33,7 +40,7 @@ from odedistill.systems.base import ODESystem
 
 
 @dataclass
-class FlowMapConfig:
+class FlowMapConfig(ResidualOptions):
     p_T: float = _f(0.25, "fraction of each batch with s = t_start: the plain PID term", lo=0, hi=1)
     steps: list[int] = _f(
         [2, 4, 8],
@@ -77,7 +84,7 @@ def sampler_jumps(N: int, steps: Sequence[int]) -> dict[int, int]:
 
 
 def flowmap_indices(
-    p_T: float, steps: Sequence[int], sources: str, continuous: bool = False, seeded: bool = False
+    p_T: float, steps: Sequence[int], sources: str, continuous: bool = False
 ) -> Indices:
     """How one noise stream draws (k, i) for n samples of a flow map's batch.
 
@@ -85,7 +92,6 @@ def flowmap_indices(
     k ~ U(inner sub-grid points) and i ~ U{k … next point} ('sampler'), or
     k ~ U{1 … N−2} and i ~ U{k … N−1} ('uniform'). With ``continuous`` the targets are
     positions on the same ranges, i ~ U[k, last] (float64; ``odedistill.grids.times_at``).
-    With ``seeded`` a third column of per-row seeds follows (what marginal sources draw from).
     """
 
     def draw(N: int, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,14 +110,20 @@ def flowmap_indices(
         k_all = torch.cat([torch.zeros(n_T, dtype=torch.long), k])
         if continuous:
             u_T = torch.rand(n_T, generator=gen, dtype=torch.float64) * (N - 1)
-            i_all = torch.cat([u_T, k + u * (span - 1)])
-        else:
-            i_all = torch.cat([i_T, k + (u * span).floor().long().minimum(span - 1)])
-        if seeded:
-            return k_all, i_all, torch.randint(0, 2**62, (n,), generator=gen)
-        return k_all, i_all
+            return k_all, torch.cat([u_T, k + u * (span - 1)])
+        i = k + (u * span).floor().long().minimum(span - 1)
+        return k_all, torch.cat([i_T, i])
 
     return draw
+
+
+def with_seeds(draw: Indices) -> Indices:
+    """``draw`` followed by one seed per sample, the last column (what marginal sources draw from)."""
+
+    def more(N: int, n: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+        return (*draw(N, n, gen), torch.randint(0, 2**62, (n,), generator=gen))
+
+    return more
 
 
 @torch.no_grad()
@@ -143,11 +155,13 @@ class FlowMapObjective(nn.Module):
         source_state: str = "student",
         ema: FlowMap | None = None,
         through: bool = False,
+        mix: ResidualMix | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self._parts = (system, scheme, distance, grid, autocast, source_state, ema)
         self.through = through
+        self.mix = None if mix is None or mix.plain else mix
 
     @torch.no_grad()
     def sources(self, z: torch.Tensor, k: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -167,25 +181,33 @@ class FlowMapObjective(nn.Module):
             x_s[rows] = net(z[rows], t, c).to(z.dtype)
         return x_s
 
-    def forward(
-        self, z: torch.Tensor, k: torch.Tensor, i: torch.Tensor, cond: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, k: torch.Tensor, i: torch.Tensor, *more) -> torch.Tensor:
+        """Losses (B,) at (z, k, i[, frac], cond): ``frac`` places the semigroup's u."""
+        frac = more[0] if len(more) == 2 else None
+        cond = more[-1] if more else None
         system, scheme, distance, grid, autocast, _, _ = self._parts
         x_s = self.sources(z, k, cond)
         s = grid[k].to(z.dtype)
-        path = self.model.path_from(x_s, s, cond)
-        losses = residual_loss(
-            path,
-            system,
-            scheme,
-            distance,
-            grid,
-            i,
-            cond,
-            autocast=autocast,
-            through=self.through,
-        )
-        return losses.float()
+
+        def lagrangian() -> torch.Tensor:
+            path = self.model.path_from(x_s, s, cond)
+            losses = residual_loss(
+                path,
+                system,
+                scheme,
+                distance,
+                grid,
+                i,
+                cond,
+                autocast=autocast,
+                through=self.through,
+            )
+            return losses.float()
+
+        if self.mix is None:
+            return lagrangian()
+        parts = (system, scheme, distance, grid, autocast)
+        return self.mix(self.model, parts, x_s, s, i, frac, cond, lagrangian)
 
 
 class MarginalSources(FlowMapObjective):
@@ -193,16 +215,11 @@ class MarginalSources(FlowMapObjective):
     for every row with k > 0, from a generator seeded by the batch's first seed (drawn from
     the run's noise stream, so a resumed run draws the same states)."""
 
-    def forward(
-        self,
-        z: torch.Tensor,
-        k: torch.Tensor,
-        i: torch.Tensor,
-        seed: torch.Tensor,
-        cond: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, k: torch.Tensor, i: torch.Tensor, *more) -> torch.Tensor:
+        """Losses (B,) at (z, k, i[, frac], seed, cond)."""
+        *rest, seed, cond = more
         self._generator = torch.Generator().manual_seed(int(seed[0]))
-        return super().forward(z, k, i, cond)
+        return super().forward(z, k, i, *rest, cond)
 
     @torch.no_grad()
     def sources(self, z: torch.Tensor, k: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -247,6 +264,7 @@ class FlowMapStudent(StudentKind):
     capabilities = frozenset({"multi_step", "two_times"})
 
     def check(self, options: FlowMapConfig, cfg: Any, source: str) -> None:
+        check_residuals(options, source)
         if options.sources == "sampler" and not options.steps:
             raise UserError(
                 f"{source}: 'student.steps' is empty; student.sources = 'sampler' draws from "
@@ -270,14 +288,21 @@ class FlowMapStudent(StudentKind):
         options: FlowMapConfig,
         cfg: Any,
     ) -> FlowMap:
+        if options.output == "average_velocity":
+            return AverageVelocityFlowMap(net, system.t_start, system.t_end, param)
         skip = flow_map_skip(options.skip, system, cfg)
         return FlowMap(net, system.t_start, system.t_end, param, skip)
 
     def spec(self, model: FlowMap) -> dict[str, Any]:
         skip = model.skip_scaling
-        return {"skip": None if skip is None else skip.to_dict()}
+        out = {"skip": None if skip is None else skip.to_dict()}
+        if getattr(model, "output", "map") != "map":
+            out["output"] = model.output
+        return out
 
     def rebuild(self, net: nn.Module, spec: dict[str, Any], param: Parametrisation) -> FlowMap:
+        if spec.get("output") == "average_velocity":
+            return AverageVelocityFlowMap(net, spec["t_start"], spec["t_end"], param)
         return FlowMap(net, spec["t_start"], spec["t_end"], param, stored_skip(spec))
 
     def objective(self, parts: ObjectiveParts, options: FlowMapConfig) -> nn.Module:
@@ -300,11 +325,13 @@ class FlowMapStudent(StudentKind):
             source_state=options.source_state,
             ema=parts.ema,
             through=parts.through,
+            mix=ResidualMix(options, through=parts.through),
         )
 
     def indices(self, options: FlowMapConfig, continuous: bool) -> Indices:
-        seeded = options.source_state == "marginal"
-        return flowmap_indices(options.p_T, options.steps, options.sources, continuous, seeded)
+        draw = flowmap_indices(options.p_T, options.steps, options.sources, continuous)
+        draw = with_midpoints(draw) if ResidualMix(options).midpoints else draw
+        return with_seeds(draw) if options.source_state == "marginal" else draw
 
     def eval_steps(self, options: FlowMapConfig) -> list[int]:
         return [1, *options.steps]
