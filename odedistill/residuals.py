@@ -111,15 +111,20 @@ def eulerian_loss(
     tangent: str = "raw",
     tangent_c: float = 0.1,
     velocity: Transport | None = None,
+    scale: torch.Tensor | None = None,
+    beta: torch.Tensor | None = None,
     autocast: Autocast = contextlib.nullcontext,
     through: bool = False,
 ) -> torch.Tensor:
     """Per-sample Eulerian loss (B,) of a flow map at sources (x_s, s) and targets t (module doc).
 
     r_E is computed without gradient (θ⁻ = sg θ, sCM's stop-gradient) and X_θ once more with
-    it. ``velocity`` (u_θ(x_s, s, t, cond) of an average-velocity map) measures the loss in u:
-    d(u_θ, sg[u_θ + ĝ]) with g = r_E. ``through``: no stop-gradient, d(ĝ, 0) differentiated
-    through the scheme (the plain residual's full gradient).
+    it. The shift is g = λ·r_E, λ = ``scale`` (per sample; default Δ = s − t).
+    ``velocity`` (u_θ(x_s, s, t, cond) of an average-velocity map) measures the loss in u:
+    d(u_θ, sg[u_θ + ĝ]) with g = r_E. ``beta`` (per sample, ∂X/∂NN of a map X = α x_s + β NN)
+    measures it in the network's output: d((X_θ − sg X_θ)/β, −ĝ) with g = λ·r_E/β, for
+    distances of a − b alone (squared L2, pseudo-Huber). ``through``: no stop-gradient,
+    d(ĝ, 0) differentiated through the scheme (the plain residual's full gradient).
     """
     x_s = x_s.detach()
     with torch.inference_mode(), autocast():
@@ -127,17 +132,28 @@ def eulerian_loss(
     f_s = f_s.clone().to(x_s.dtype)  # an inference tensor cannot be saved for backward
     in_u = velocity is not None
     with contextlib.nullcontext() if through else torch.no_grad():
-        y, r = eulerian_tangent(transport, x_s, s, t, f_s, scheme, delta, t_anchor, cond)
-        g = tame(r if in_u else append_dims((s - t).to(r.dtype), r.ndim) * r, tangent, tangent_c)
+        _, r = eulerian_tangent(transport, x_s, s, t, f_s, scheme, delta, t_anchor, cond)
+        if in_u:
+            g = r
+        else:
+            lam = (s - t) if scale is None else scale
+            g = append_dims(lam.to(r.dtype), r.ndim) * r
+            if beta is not None:
+                g = g / append_dims(beta.to(r.dtype), r.ndim)
+        g = tame(g, tangent, tangent_c)
     if through:
         with autocast():
             return distance(g, torch.zeros_like(g))
     if in_u:
         pred = velocity(x_s, s, t, cond)
         target = pred.detach() + g
-    else:
+    elif beta is None:
         pred = transport(x_s, s, t, cond)
         target = pred.detach() - g
+    else:
+        X = transport(x_s, s, t, cond)
+        pred = (X - X.detach()) / append_dims(beta.to(X.dtype), X.ndim)
+        target = -g
     with autocast():
         return distance(pred, target.to(pred.dtype))
 

@@ -1,6 +1,7 @@
 """The flow-map student (``student.kind = "flowmap"``): X(x_s, s, t), sampled in 1 or more jumps.
 
-Trained with the Lagrangian PID residual, data-free, from the student's own jumps. For a
+Trained with the Lagrangian PID residual by default (the Eulerian and semigroup ones, and
+weighted sums: ``student.residual``, ``flowmap_residuals``), data-free, from the student's own jumps. For a
 source (x_s, s = t_k) and a target index i ≥ k the residual is PID's along the path
 t ↦ X(x_s, s, t) (``odedistill.residual_loss``, any scheme). A fraction p_T of each batch keeps
 s = t_start: the plain PID term. The other rows draw k from the inner points of the K-step
