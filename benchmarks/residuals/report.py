@@ -46,6 +46,13 @@ def summary(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
             for part in ("rel_error_one_step", "rel_error_to_end", "rel_error"):
                 s[part] = statistics.mean(f[part] for f in fm) if fm else None
             s["floor"] = ok[0]["data_floor_sliced_w1"]
+            diag = [r["error_by_start"] for r in ok if r.get("error_by_start")]
+            if diag:
+                s["times"] = diag[0]["times"]
+                for part in ("e_from", "jump"):
+                    s[part] = [
+                        statistics.mean(d[part][a] for d in diag) for a in range(len(diag[0][part]))
+                    ]
             s["euler"] = ok[0]["teacher_euler"]
         out[key] = s
     return out
@@ -118,8 +125,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "",
         f"Reproduce: `{meta['command']}` (preset `{meta['preset']}`, seeds {meta['seeds']}, "
         f"{meta['budget_cpu_seconds']:g} process CPU seconds of training per run, one torch "
-        f"thread, {meta['jobs']} run(s) at once). Machine: {meta.get('cpu', '?')}, "
-        f"{meta.get('cores', '?')} cores, torch {meta.get('torch', '?')}; load average {load}; "
+        f"thread, {meta['jobs']} run(s) at once). Machine: {meta.get('cpu_model', '?')}, "
+        f"{meta.get('cpu_count', '?')} cores, torch {meta.get('torch', '?')}; load average {load}; "
         f"wall time {meta.get('wall_seconds', 0) / 60:.1f} min.",
         "",
         "## Setting",
@@ -204,26 +211,43 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
                 f"| {c['problem']} | {family} | {sec:.4f} | {c['ratio'][family]:.2f} | "
                 f"{'' if gv is None else f'{gv:.3g}'} | {s.get('diverged', '')}/{s.get('seeds', '')} |"
             )
+    times = next((v["times"] for v in summ.values() if "times" in v), None)
     lines += [
         "",
         "## Why the multi-step error is flat",
         "",
-        "The map itself on exact states (eval.json's `flow_map`): the mean relative error "
-        "of the single jumps between consecutive times of the 8-step sampler, and of the "
-        "jumps from each of those exact states to the end. If the jumps to the end are as "
-        "far off as the whole 1-step sample, the last stretch to the data dominates and "
-        "more steps cannot help.",
+        "The 8-step sampler restarted from the exact state x(s_a) at each of its times s_a "
+        "(128 held-out trajectories, `diagnose.py`): `from s_a` is the error of the sample "
+        "had it started exact there (a = 0 is the 8-step sample itself), `jump a` the error "
+        "the a-th jump adds, carried to the end. Where `from s_a` stays at the whole error "
+        "down to small s_a, the error is made in the last jumps, near the data, and more "
+        "steps above them cannot remove it."
+        + (f" The times: {', '.join(f'{t:.3g}' for t in times)}." if times else ""),
+        "",
+        "| problem | family | from s_a, a = 0 … 7 | jump a, a = 0 … 7 |",
+        "|---|---|---|---|",
+    ]
+    for (p, f), v in summ.items():
+        if "e_from" in v:
+            lines.append(
+                f"| {p} | {f} | {' · '.join(f'{e:.3g}' for e in v['e_from'])} | "
+                f"{' · '.join(f'{e:.2g}' for e in v['jump'])} |"
+            )
+    lines += [
+        "",
+        "The map on exact states (eval.json's `flow_map`): mean relative error of the single "
+        "jumps between consecutive times and of the jumps from each time to the end.",
         "",
         "| problem | family | 1-step sample | 8-step sample | one jump (exact start) | "
         "jump to the end (exact start) |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for (p, f), s in summ.items():
-        if ERR not in s or s.get("rel_error_one_step") is None:
+    for (p, f), v in summ.items():
+        if ERR not in v or v.get("rel_error_one_step") is None:
             continue
         lines.append(
-            f"| {p} | {f} | {_mean(s[ERR][1]):.4g} | {_mean(s[ERR][8]):.4g} | "
-            f"{s['rel_error_one_step']:.4g} | {s['rel_error_to_end']:.4g} |"
+            f"| {p} | {f} | {_mean(v[ERR][1]):.4g} | {_mean(v[ERR][8]):.4g} | "
+            f"{v['rel_error_one_step']:.4g} | {v['rel_error_to_end']:.4g} |"
         )
     lines += [
         "",
