@@ -103,12 +103,13 @@ def plot(results: dict[str, Any], summ: dict[tuple[str, str], dict[str, Any]], p
         ax.set_xlabel("network evaluations")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("relative error to the exact flow map's endpoint")
-    labelled = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]
-    if labelled:
-        labelled[-1].legend(fontsize=7)
+    # the axis with the most families carries the legend (the restricted ones are on few)
+    fullest = max(axes[0], key=lambda ax: len(ax.get_legend_handles_labels()[0]))
+    if fullest.get_legend_handles_labels()[0]:
+        fullest.legend(fontsize=7)
     fig.suptitle(
         f"Flow maps by residual family, {results['meta']['budget_cpu_seconds']:g} CPU-s each "
-        f"(mean of {len(results['meta']['seeds'])} seeds)"
+        f"(mean of {len(results['meta']['seeds'])} seed(s))"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)

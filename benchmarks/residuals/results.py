@@ -39,7 +39,7 @@ def merge(paths: list[str], out: str | Path, log: Callable[[str], None] = log_de
     meta = {**first, "command": "; ".join(dict.fromkeys(p["meta"]["command"] for p in parts))}
     for key in ("problems", "families"):
         meta[key] = {k: v for p in parts for k, v in p["meta"][key].items()}
-    meta["seeds"] = sorted({s for p in parts for s in p["meta"]["seeds"]})
+    meta["seeds"] = sorted({r["seed"] for p in parts for r in p["runs"]})
     meta["unavailable"] = {k: v for p in parts for k, v in p["meta"]["unavailable"].items()}
     meta["wall_seconds"] = max(p["meta"].get("wall_seconds", 0) for p in parts)
     meta["loadavg_end"] = parts[-1]["meta"].get("loadavg_end")
@@ -52,6 +52,9 @@ def merge(paths: list[str], out: str | Path, log: Callable[[str], None] = log_de
         "runs": [r for p in parts for r in p["runs"]],
         "cost": list(costs.values()),
     }
+    reading = next((p["reading"] for p in parts if p.get("reading")), None)
+    if reading:
+        results["reading"] = reading
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))

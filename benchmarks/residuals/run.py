@@ -206,6 +206,9 @@ def run_residual_benchmark(
         command += f" --jobs {jobs}"
     if seeds:
         command += " --seeds " + " ".join(map(str, seeds))
+    for flag, names in (("--problems", problems), ("--families", families)):
+        if names:
+            command += f" {flag} " + " ".join(f'"{n}"' if " " in n else n for n in names)
     results: dict[str, Any] = {
         "meta": {
             **machine_info(torch.device("cpu"), threads=st.threads),
