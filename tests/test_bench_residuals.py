@@ -27,7 +27,10 @@ def test_report_sections_plot_and_command(quick_run):
     assert headings == list(SECTIONS)
     assert (out / PLOT).read_bytes()[:8] == PNG_MAGIC
     assert f"]({PLOT})" in report
-    assert "`python -m benchmarks.residuals --quick`" in report
+    command = "python -m benchmarks.residuals --quick --problems ring --families " + " ".join(
+        FAMILIES
+    )
+    assert f"`{command}`" in report
     assert results["meta"]["unavailable"] == {}
 
 
