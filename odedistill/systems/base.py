@@ -99,6 +99,22 @@ class ODESystem(ABC):
         """Draw ``n`` states from the true distribution at ``t_end``, where it is known."""
         raise NotImplementedError(f"{type(self).__name__} has no known distribution at t_end")
 
+    @property
+    def has_exact_marginals(self) -> bool:
+        """Whether ``sample_marginal`` draws exact states of the ODE's own distribution at any
+        time (an exact teacher's, e.g. a Gaussian mixture's); never for a network teacher."""
+        return False
+
+    def sample_marginal(
+        self,
+        s: torch.Tensor,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Draw one exact state x(s) ~ p_s per entry of the times ``s`` (n,) (on the CPU),
+        where ``has_exact_marginals``."""
+        raise NotImplementedError(f"{type(self).__name__} has no exact marginals")
+
     def exact_solution(
         self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
     ) -> torch.Tensor:

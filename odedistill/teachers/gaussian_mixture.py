@@ -133,6 +133,32 @@ class GaussianMixtureDenoiser(nn.Module):
         x = self.means.cpu()[k] + self.stds.cpu()[k, None] * noise
         return x.reshape(n, *self.state_shape).to(dtype)
 
+    @torch.no_grad()
+    def sample_scaled(
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Draw x = a·x0 + b·n per sample (a, b of shape (n,)), x0 from the mixture, n ~ N(0, I):
+        the mixture with means a·μ_k and variances a²s_k² + b² (on the CPU)."""
+        a, b = a.double().cpu().reshape(-1), b.double().cpu().reshape(-1)
+        x0 = self.sample(len(a), generator=generator, dtype=torch.float64)
+        noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+        shape = (-1,) + (1,) * len(self.state_shape)
+        return (a.reshape(shape) * x0 + b.reshape(shape) * noise).to(dtype)
+
+    def sample_marginal(
+        self,
+        sigma: torch.Tensor,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Exact draws of x0 + σ·n at per-sample noise levels σ (n,): the marginal of the
+        probability-flow ODE at t = σ, a mixture with variances s_k² + σ²."""
+        return self.sample_scaled(torch.ones_like(sigma), sigma, generator, dtype)
+
 
 class GaussianMixtureVelocity(nn.Module):
     """Exact flow-matching velocity of a Gaussian mixture: v(x_t, t) = E[eps - x0 | x_t].
@@ -173,6 +199,16 @@ class GaussianMixtureVelocity(nn.Module):
     ) -> torch.Tensor:
         """Draw ``n`` samples x0 from the mixture (on the CPU)."""
         return self.mixture.sample(n, generator=generator, dtype=dtype)
+
+    def sample_marginal(
+        self,
+        t: torch.Tensor,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Exact draws of x_t = (1 − t)·x0 + t·ε at per-sample times t (n,): a mixture with
+        means (1 − t)·μ_k and variances (1 − t)²s_k² + t²."""
+        return self.mixture.sample_scaled(1 - t, t, generator, dtype)
 
 
 def ring_mixture(modes: int = 8, radius: float = 1.0, std: float = 0.05) -> GaussianMixtureDenoiser:

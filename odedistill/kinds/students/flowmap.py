@@ -7,7 +7,9 @@ t ↦ X(x_s, s, t) (``odedistill.residual_loss``, any scheme). A fraction p_T of
 s = t_start: the plain PID term. The other rows draw k from the inner points of the K-step
 sub-grids the map is trained for and i up to the next point a sampler jumps to from there
 (or both uniformly), and take x_s = sg X_θ(z, t_start, s): the student's own jump from noise
-(or the EMA's, or the teacher's Euler steps along the grid).
+(or the EMA's, or the teacher's Euler steps along the grid), or, for a system with exact
+marginals (an exact Gaussian-mixture teacher), a fresh exact draw x_s ~ p_s. A network teacher
+has no exact marginals: its flow maps train from data-free sources only.
 """
 
 from __future__ import annotations
@@ -57,9 +59,11 @@ class FlowMapConfig(ResidualOptions):
     source_state: str = _f(
         "student",
         "x_s = sg X(z, t_start, s) of the current 'student' (one extra forward, no gradient), "
-        "of the first 'ema', or the 'teacher''s Euler steps along the grid (exact on the grid, "
-        "but up to N - 1 teacher calls per iteration)",
-        choices=("student", "ema", "teacher"),
+        "of the first 'ema', the 'teacher''s Euler steps along the grid (exact on the grid, "
+        "but up to N - 1 teacher calls per iteration), or an exact draw from the system's "
+        "'marginal' p_s (exact teachers only: a Gaussian mixture's is the mixture with "
+        "variances s_k^2 + s^2)",
+        choices=("student", "ema", "teacher", "marginal"),
     )
     skip: str = _f(
         "auto",
@@ -113,6 +117,15 @@ def flowmap_indices(
         return k_all, torch.cat([i_T, i])
 
     return draw
+
+
+def with_seeds(draw: Indices) -> Indices:
+    """``draw`` followed by one seed per sample, the last column (what marginal sources draw from)."""
+
+    def more(N: int, n: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+        return (*draw(N, n, gen), torch.randint(0, 2**62, (n,), generator=gen))
+
+    return more
 
 
 @torch.no_grad()
@@ -199,6 +212,29 @@ class FlowMapObjective(nn.Module):
         return self.mix(self.model, parts, x_s, s, i, frac, cond, lagrangian)
 
 
+class MarginalSources(FlowMapObjective):
+    """The flow-map loss with exact sources: x_s ~ p_s drawn fresh (``system.sample_marginal``)
+    for every row with k > 0, from a generator seeded by the batch's first seed (drawn from
+    the run's noise stream, so a resumed run draws the same states)."""
+
+    def forward(self, z: torch.Tensor, k: torch.Tensor, i: torch.Tensor, *more) -> torch.Tensor:
+        """Losses (B,) at (z, k, i[, frac], seed, cond)."""
+        *rest, seed, cond = more
+        self._generator = torch.Generator().manual_seed(int(seed[0]))
+        return super().forward(z, k, i, *rest, cond)
+
+    @torch.no_grad()
+    def sources(self, z: torch.Tensor, k: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """z where k = 0, else x(t_k) ~ p_{t_k} exactly."""
+        system, grid = self._parts[0], self._parts[3]
+        x_s = z.clone()
+        rows = k > 0
+        if rows.any():
+            s = grid[k[rows]].double().cpu()
+            x_s[rows] = system.sample_marginal(s, self._generator, z.dtype).to(z.device)
+        return x_s
+
+
 def flow_map_skip(mode: str, system: ODESystem, cfg: Any) -> SkipScaling | None:
     """The skip term of a flow map (``student.skip``): the teacher's own c_skip, c_out
     ('auto'), EDM's with the recipe's system.sigma_data ('edm'), or None for the plain map."""
@@ -281,7 +317,14 @@ class FlowMapStudent(StudentKind):
     def objective(self, parts: ObjectiveParts, options: FlowMapConfig) -> nn.Module:
         if options.source_state == "ema" and parts.ema is None:
             raise UserError("student.source_state = 'ema' needs an EMA: set train.ema_rates")
-        return FlowMapObjective(
+        if options.source_state == "marginal" and not parts.system.has_exact_marginals:
+            raise UserError(
+                "student.source_state = 'marginal' needs a system with exact marginals (an "
+                f"exact teacher's: teacher.kind = 'gaussian_mixture'); "
+                f"{type(parts.system).__name__} here has none: use 'student', 'ema' or 'teacher'"
+            )
+        cls = MarginalSources if options.source_state == "marginal" else FlowMapObjective
+        return cls(
             parts.model,
             parts.system,
             parts.scheme,
@@ -296,7 +339,8 @@ class FlowMapStudent(StudentKind):
 
     def indices(self, options: FlowMapConfig, continuous: bool) -> Indices:
         draw = flowmap_indices(options.p_T, options.steps, options.sources, continuous)
-        return with_midpoints(draw) if ResidualMix(options).midpoints else draw
+        draw = with_midpoints(draw) if ResidualMix(options).midpoints else draw
+        return with_seeds(draw) if options.source_state == "marginal" else draw
 
     def eval_steps(self, options: FlowMapConfig) -> list[int]:
         return [1, *options.steps]

@@ -1,0 +1,83 @@
+"""The residual-family benchmark: --quick's report structure and entries, CLI errors (never timings)."""
+
+import json
+import math
+
+import pytest
+
+from benchmarks.residuals import NFES, main
+from benchmarks.residuals.report import PLOT, SECTIONS
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAMILIES = ["lagrangian", "eulerian", "semigroup"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """``python -m benchmarks.residuals --quick`` on the ring, three families."""
+    out = tmp_path_factory.mktemp("bench") / "residuals"
+    main(["--quick", "--problems", "ring", "--families", *FAMILIES, "--out", str(out)])
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_report_sections_plot_and_command(quick_run):
+    out, results = quick_run
+    report = (out / "report.md").read_text()
+    headings = [ln[3:].strip() for ln in report.splitlines() if ln.startswith("## ")]
+    assert headings == list(SECTIONS)
+    assert (out / PLOT).read_bytes()[:8] == PNG_MAGIC
+    assert f"]({PLOT})" in report
+    command = "python -m benchmarks.residuals --quick --problems ring --families " + " ".join(
+        FAMILIES
+    )
+    assert f"`{command}`" in report
+    assert results["meta"]["unavailable"] == {}
+
+
+def test_every_family_is_trained_scored_and_timed(quick_run):
+    _, results = quick_run
+    assert sorted(r["family"] for r in results["runs"]) == sorted(FAMILIES)
+    for r in results["runs"]:
+        assert r["diverged_at"] is None and r["iterations"] >= 1
+        assert sorted(int(k) for k in r["by_nfe"]) == NFES
+        assert all(math.isfinite(v["trajectory_rel_error"]) for v in r["by_nfe"].values())
+        assert r["grad_variance"] >= 0
+        # the last restart is the last jump alone: both numbers are the same quantity
+        d = r["error_by_start"]
+        assert len(d["e_from"]) == len(d["jump"]) == max(NFES)
+        assert d["e_from"][-1] == pytest.approx(d["jump"][-1], rel=1e-12)
+    (cost,) = results["cost"]
+    assert cost["ratio"]["lagrangian"] == 1.0 and set(cost["ratio"]) == set(FAMILIES)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--jobs", "0"], "--jobs 0"),
+        (["--budget", "-1"], "--budget"),
+        (["--problems", "moon"], "unknown problem 'moon'"),
+        (["--families", "hamiltonian"], "unknown family 'hamiltonian'"),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["--quick", "--out", str(tmp_path / "x"), *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_parts_merge_into_one_report_and_unlike_parts_are_refused(quick_run, tmp_path, capsys):
+    out, results = quick_run
+    part = tmp_path / "part.json"
+    ring_only = {**results, "runs": results["runs"][:1]}
+    part.write_text(json.dumps(ring_only))
+    main(["--merge", str(out / "results.json"), "--out", str(tmp_path / "m")])
+    merged = json.loads((tmp_path / "m" / "results.json").read_text())
+    assert merged["runs"] == results["runs"] and merged["cost"] == results["cost"]
+    assert (tmp_path / "m" / "report.md").read_text().count("## ") == len(SECTIONS)
+    other = {**ring_only, "meta": {**results["meta"], "budget_cpu_seconds": 99.0}}
+    part.write_text(json.dumps(other))
+    with pytest.raises(SystemExit) as e:
+        main(["--merge", str(out / "results.json"), str(part), "--out", str(tmp_path / "n")])
+    assert e.value.code == 2 and "budget differs" in capsys.readouterr().err
