@@ -96,14 +96,19 @@ class ODESystem(ABC):
 
     # -------------------------------------------------------------- data side
     def sample_data(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw ``n`` states from the true distribution at ``t_end``, where it is known."""
-        raise NotImplementedError(f"{type(self).__name__} has no known distribution at t_end")
+        """Draw ``n`` states from the true distribution at ``t_end``, where it is known: here the
+        teacher's own ``sample`` (an exact teacher's data), where it has one."""
+        sample = getattr(self.teacher, "sample", None)
+        if sample is None:
+            raise NotImplementedError(f"{type(self).__name__} has no known distribution at t_end")
+        return sample(n, generator=generator)
 
     @property
     def has_exact_marginals(self) -> bool:
         """Whether ``sample_marginal`` draws exact states of the ODE's own distribution at any
-        time (an exact teacher's, e.g. a Gaussian mixture's); never for a network teacher."""
-        return False
+        time: here where the teacher draws its own (``sample_marginal``: an exact teacher's, e.g.
+        a Gaussian mixture's); never for a network teacher."""
+        return callable(getattr(self.teacher, "sample_marginal", None))
 
     def sample_marginal(
         self,
@@ -112,8 +117,10 @@ class ODESystem(ABC):
         dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
         """Draw one exact state x(s) ~ p_s per entry of the times ``s`` (n,) (on the CPU),
-        where ``has_exact_marginals``."""
-        raise NotImplementedError(f"{type(self).__name__} has no exact marginals")
+        where ``has_exact_marginals``: here the teacher's own marginal."""
+        if not self.has_exact_marginals:
+            raise NotImplementedError(f"{type(self).__name__} has no exact marginals")
+        return self.teacher.sample_marginal(torch.as_tensor(s).reshape(-1), generator, dtype)
 
     def exact_solution(
         self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None

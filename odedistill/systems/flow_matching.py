@@ -124,25 +124,3 @@ class FlowMatchingODE(ODESystem):
         self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
     ) -> torch.Tensor:
         return torch.randn((n, *self.state_shape), generator=generator, dtype=dtype) * self.t_start
-
-    @property
-    def has_exact_marginals(self) -> bool:
-        """An exact teacher draws its own marginals (``sample_marginal``); a network cannot."""
-        return callable(getattr(self.velocity, "sample_marginal", None))
-
-    def sample_marginal(
-        self,
-        s: torch.Tensor,
-        generator: torch.Generator | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> torch.Tensor:
-        """Exact x(s) from the teacher's own marginal: for a Gaussian mixture, (1 − s)·x0 + s·ε: means (1 − s)·μ_k, variances (1 − s)²s_k² + s²."""
-        if not self.has_exact_marginals:
-            return super().sample_marginal(s, generator, dtype)
-        return self.velocity.sample_marginal(torch.as_tensor(s).reshape(-1), generator, dtype)
-
-    def sample_data(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        sample = getattr(self.velocity, "sample", None)
-        if sample is None:
-            return super().sample_data(n, generator)
-        return sample(n, generator=generator)
