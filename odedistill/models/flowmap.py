@@ -101,6 +101,22 @@ class FlowMap(TrajectoryModel):
         """(a(s), b(s)) in float64; (0, 1) at s = t_start exactly."""
         return self.skip_scaling.shifted(s, self.t_start)
 
+    def network_output(
+        self,
+        x_s: torch.Tensor,
+        s: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The two-time network's output NN(c_in(s)·x_s, c_noise(t), c_noise(s), cond)."""
+        c_in = self.param.c_in(s.double()).to(x_s.dtype)
+        return self.net(
+            append_dims(c_in, x_s.ndim) * x_s,
+            self.param.c_noise(t),
+            class_labels=cond,
+            noise_labels_s=self.param.c_noise(s),
+        )
+
     def transport(
         self,
         x_s: torch.Tensor,
@@ -111,13 +127,7 @@ class FlowMap(TrajectoryModel):
         """X(x_s, s, t) for per-sample times s and t (B,)."""
         if not self.two_times:
             raise ValueError("a one-time flow map jumps from t_start only: call it as x(z, t)")
-        c_in = self.param.c_in(s.double()).to(x_s.dtype)
-        F_x = self.net(
-            append_dims(c_in, x_s.ndim) * x_s,
-            self.param.c_noise(t),
-            class_labels=cond,
-            noise_labels_s=self.param.c_noise(s),
-        )
+        F_x = self.network_output(x_s, s, t, cond)
         if self.skip_scaling is not None:
             a, b = self.skip(s)
             F_x = (

@@ -33,13 +33,7 @@ class AverageVelocityFlowMap(FlowMap):
         cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """u_θ(x_s, s, t) for per-sample times s and t (B,)."""
-        c_in = self.param.c_in(s.double()).to(x_s.dtype)
-        return self.net(
-            append_dims(c_in, x_s.ndim) * x_s,
-            self.param.c_noise(t),
-            class_labels=cond,
-            noise_labels_s=self.param.c_noise(s),
-        )
+        return self.network_output(x_s, s, t, cond)
 
     def transport(
         self,
