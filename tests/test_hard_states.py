@@ -88,3 +88,31 @@ def test_flow_map_warm_started_from_pid_is_that_student():
     assert torch.allclose(flow(z, t), pid(z, t), rtol=1e-6, atol=1e-7)
     with pytest.raises(Exception, match="does not fit"):
         STUDENTS.get("flowmap").warm_start(flow, FlowMap.for_system(MLP((2,), 8, 2), system))
+
+
+def test_a_general_odes_flow_map_is_anchored_past_t_end_and_warm_starts_only_alike():
+    """With t_a = t_end every jump to t_end would be the bare network; the kind moves t_a one
+    interval past t_end ('auto'), keeps it with 'system', and leaves a diffusion map alone."""
+    system = Decay()  # [0, 1]: t_a = t_end = 1 by default
+    kind = STUDENTS.get("flowmap")
+    param = system.default_parametrisation()
+    opts = kind.config(skip="none")
+    torch.manual_seed(0)
+    flow = kind.build(MLP((2,), 16, 2, two_times=True), system, param, opts, None)
+    assert param.t_anchor == 1.0 and flow.param.t_anchor == 2.0
+    x, s = torch.randn(6, 2), torch.linspace(0.0, 0.9, 6)
+    for p in flow.parameters():
+        p.data += 0.1 * torch.randn_like(p)
+    assert torch.equal(flow.transport(x, s, s), x)
+    t_end = torch.ones(6)
+    w = (t_end - 2.0) / (s - 2.0)  # the weight of x_s in a jump to t_end: in [1/2, 1]
+    assert w.min() >= 0.5 and w.max() <= 1.0
+    F = flow.network_output(x, s, t_end)
+    torch.testing.assert_close(flow.transport(x, s, t_end), w[:, None] * x + (1 - w[:, None]) * F)
+    opts.anchor = "system"
+    kept = kind.build(MLP((2,), 16, 2, two_times=True), system, param, opts, None)
+    assert kept.param.t_anchor == 1.0
+    pid = FlowMap.for_system(MLP((2,), 16, 2), system, two_times=False)
+    kind.warm_start(kept, pid)  # the same anchor: allowed (and exact, the test above)
+    with pytest.raises(Exception, match="anchor"):
+        kind.warm_start(flow, pid)

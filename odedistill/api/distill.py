@@ -142,6 +142,8 @@ def distill(
     kind = STUDENTS.get(student)
     flowmap = "multi_step" in kind.capabilities
     K = steps if flowmap else 1
+    # a warm start is the one-step student exactly only with that student's anchor
+    anchor = "system" if init is not None else "auto"
     cfg = from_dict(
         {
             "run": {"seed": seed, "device": device},
@@ -153,7 +155,7 @@ def distill(
                 "normalise": normalise,
                 "normalise_output": normalise_output,
                 "time": time_input,
-                **({"steps": [K], "skip": "none"} if flowmap else {}),
+                **({"steps": [K], "skip": "none", "anchor": anchor} if flowmap else {}),
             },
             "scheme": {"kind": scheme, "N": N, "grid": grid, "rho": rho, "times": times},
             "loss": {

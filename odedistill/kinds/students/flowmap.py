@@ -14,6 +14,7 @@ has no exact marginals: its flow maps train from data-free sources only.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,27 @@ class FlowMapConfig(ResidualOptions):
         "system.sigma_data) or 'none'",
         choices=("auto", "edm", "none"),
     )
+
+    anchor: str = _f(
+        "auto",
+        "where the weight w = (t - t_a)/(s - t_a) of x_s in X = w x_s + (1 - w) F vanishes: "
+        "'auto' (the system's t_a, moved one interval past t_end where it is t_end itself, as "
+        "for a general ODE: no jump then ends where the map is the bare network) or 'system' "
+        "(the system's t_a as is)",
+        choices=("auto", "system"),
+    )
+
+
+def flow_anchor(param: Parametrisation, system: ODESystem, mode: str) -> Parametrisation:
+    """The parametrisation of a two-time map X = w x_s + (1 − w) F (``student.anchor``).
+
+    With t_a = t_end every jump to t_end has w = 0 for s ≠ t_end: its X is the bare network,
+    which must then learn X(x, s, t_end) → x as s → t_end by itself (the residual in s is
+    singular there). 'auto' moves t_a to t_end + (t_end − t_start), where w ∈ [1/2, 1].
+    """
+    if mode == "system" or param.t_anchor != system.t_end:
+        return param
+    return dataclasses.replace(param, t_anchor=2 * system.t_end - system.t_start)
 
 
 def sampler_jumps(N: int, steps: Sequence[int]) -> dict[int, int]:
@@ -238,7 +260,9 @@ class MarginalSources(FlowMapObjective):
 def flow_map_skip(mode: str, system: ODESystem, cfg: Any) -> SkipScaling | None:
     """The skip term of a flow map (``student.skip``): the teacher's own c_skip, c_out
     ('auto'), EDM's with the recipe's system.sigma_data ('edm'), or None for the plain map."""
-    skip = None if mode == "none" else system.flow_map_skip()
+    if mode == "none":
+        return None
+    skip = system.flow_map_skip()
     sigma_data = getattr(cfg.system.options, "sigma_data", None)
     if mode == "edm":
         if skip is None or sigma_data is None:
@@ -295,6 +319,7 @@ class FlowMapStudent(StudentKind):
             model = AverageVelocityFlowMap(net, system.t_start, system.t_end, param)
         else:
             skip = flow_map_skip(options.skip, system, cfg)
+            param = flow_anchor(param, system, options.anchor)
             model = FlowMap(net, system.t_start, system.t_end, param, skip)
         return attach_weight(model, options)
 
@@ -341,6 +366,17 @@ class FlowMapStudent(StudentKind):
         draw = flowmap_indices(options.p_T, options.steps, options.sources, continuous)
         draw = with_midpoints(draw) if ResidualMix(options).midpoints else draw
         return with_seeds(draw) if options.source_state == "marginal" else draw
+
+    def warm_start(self, model: nn.Module, source: nn.Module) -> None:
+        """As ``StudentKind.warm_start``; the two maps must share their anchor t_a (else the
+        warm start is not the source student at s = t_start)."""
+        a, b = model.param.t_anchor, getattr(source, "param", model.param).t_anchor
+        if a != b:
+            raise UserError(
+                f"init: the student's anchor t_a = {b:g} differs from this flow map's "
+                f"{a:g}; build the flow map with student.anchor = 'system'"
+            )
+        super().warm_start(model, source)
 
     def eval_steps(self, options: FlowMapConfig) -> list[int]:
         return [1, *options.steps]
