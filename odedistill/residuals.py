@@ -121,8 +121,7 @@ def eulerian_loss(
     """Per-sample Eulerian loss (B,) of a flow map at sources (x_s, s) and targets t (module doc).
 
     r_E is computed without gradient (θ⁻ = sg θ, sCM's stop-gradient) and X_θ once more with
-    it; a one-pass scheme (``scheme.evaluations == 1``: autodiff) takes X_θ from the same JVP,
-    with gradients on, and stops r_E only. The shift is g = λ·r_E, λ = ``scale`` (per sample; default Δ = s − t).
+    it. The shift is g = λ·r_E, λ = ``scale`` (per sample; default Δ = s − t).
     ``velocity`` (u_θ(x_s, s, t, cond) of an average-velocity map) measures the loss in u:
     d(u_θ, sg[u_θ + ĝ]) with g = r_E. ``beta`` (per sample, ∂X/∂NN of a map X = α x_s + β NN)
     measures it in the network's output: d((X_θ − sg X_θ)/β, −ĝ) with g = λ·r_E/β, for
@@ -134,14 +133,8 @@ def eulerian_loss(
         f_s = system.f(x_s, s, cond)
     f_s = f_s.clone().to(x_s.dtype)  # an inference tensor cannot be saved for backward
     in_u = velocity is not None
-    # A one-pass scheme (autodiff: one JVP) gives X_θ(x_s, s, t) with r_E; with gradients on,
-    # that value is the prediction itself and no second forward pass is needed.
-    share = scheme.evaluations == 1 and not in_u and not through
-    with contextlib.nullcontext() if through or share else torch.no_grad():
-        y, r = eulerian_tangent(transport, x_s, s, t, f_s, scheme, delta, t_anchor, cond)
-    if share:
-        r = r.detach()
     with contextlib.nullcontext() if through else torch.no_grad():
+        _, r = eulerian_tangent(transport, x_s, s, t, f_s, scheme, delta, t_anchor, cond)
         if in_u:
             g = r
         else:
@@ -157,10 +150,10 @@ def eulerian_loss(
         pred = velocity(x_s, s, t, cond)
         target = pred.detach() + g
     elif beta is None:
-        pred = y if share else transport(x_s, s, t, cond)
+        pred = transport(x_s, s, t, cond)
         target = pred.detach() - g
     else:
-        X = y if share else transport(x_s, s, t, cond)
+        X = transport(x_s, s, t, cond)
         pred = (X - X.detach()) / append_dims(beta.to(X.dtype), X.ndim)
         target = -g
     with autocast():
