@@ -16,6 +16,7 @@ SECTIONS = (
     "Where PID lands",
     "Targets",
     "Flow-map screens",
+    "Other budgets",
     "Reproduce",
 )
 TEACHER_JSON = "teacher.json"  # written by `python -m benchmarks.learned_teacher train`
@@ -119,6 +120,30 @@ def _screen_lines(out: Path) -> list[str]:
     return [*lines, ""]
 
 
+def _budget_lines(out: Path, results: dict[str, Any]) -> list[str]:
+    """Every student's FD at this budget and at each earlier one kept in ``budgets/*.json``
+    (the results.json of a whole benchmark run at another ``--budget``)."""
+    runs = [results] + [json.loads(f.read_text()) for f in sorted((out / "budgets").glob("*.json"))]
+    if len(runs) == 1:
+        return ["(none here: copy a results.json of another --budget to budgets/)", ""]
+    runs.sort(key=lambda r: r["settings"]["budget"])
+    lines = [
+        "The whole benchmark at other CPU budgets per student (the teacher's curves are the "
+        "same: seeded); each run's machine and load average in its file.",
+        "",
+        "| CPU s | student | scheme | iterations | FD by evaluations |",
+        "|---|---|---|---|---|",
+    ]
+    for r in runs:
+        for st in r["students"]:
+            fd = ", ".join(f"{k}: {v:.3g}" for k, v in st["fd"].items())
+            lines += [
+                f"| {r['settings']['budget']:g} | {st['student']} | {st['scheme']} | "
+                f"{st['iterations']} | {fd} |"
+            ]
+    return [*lines, ""]
+
+
 def write_report(results: dict[str, Any], out: Path, command: str) -> None:
     t = results["teacher"]
     st = results["settings"]
@@ -172,6 +197,7 @@ def write_report(results: dict[str, Any], out: Path, command: str) -> None:
     for name, v, b, ok in targets(results):
         lines += [f"| {name} | {v:.3g} | {b:.3g} | {'yes' if ok else 'no'} |"]
     lines += ["", "## Flow-map screens", "", *_screen_lines(out)]
+    lines += ["## Other budgets", "", *_budget_lines(out, results)]
     lines += ["## Reproduce", "", f"`{command}`", ""]
     atomic_write_text(out / "report.md", "\n".join(lines))
     atomic_write_json(out / "results.json", results)
