@@ -113,3 +113,40 @@ def test_flow_matching_student_is_anchored_at_zero():
     torch.testing.assert_close(model.weight(t), t)  # x = t z + (1 - t) F
     torch.testing.assert_close(model.c_noise(t), t)
     assert model.c_in == 1.0
+
+
+def test_state_fourier_features_are_the_formula():
+    """student.x_fourier: the input layer sees [h, sin(B h), cos(B h)], |B_j| log-spaced from 1
+    to x_fourier_max, the same B in every network; x_fourier = 0 is the plain MLP, bit for bit."""
+    torch.manual_seed(1)
+    net = MLP((2,), 16, 1, x_fourier=4, x_fourier_max=8.0)
+    B = net.x_freqs.double()
+    assert torch.allclose(B.norm(dim=1), torch.tensor([1.0, 2.0, 4.0, 8.0], dtype=B.dtype))
+    assert torch.equal(net.x_freqs, MLP((2,), 8, 3, x_fourier=4, x_fourier_max=8.0).x_freqs)
+    seen = []
+    net.inp.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    x, t = torch.randn(5, 2), torch.rand(5)
+    net(x, t)
+    a = x @ net.x_freqs.T
+    assert torch.allclose(seen[0], torch.cat([x, a.sin(), a.cos()], 1))
+    assert net.inp.in_features == 2 + 2 * 4
+    torch.manual_seed(2)
+    plain = MLP((2,), 16, 2, two_times=True)
+    torch.manual_seed(2)
+    zero = MLP((2,), 16, 2, two_times=True, x_fourier=0)
+    assert plain.state_dict().keys() == zero.state_dict().keys()
+    assert torch.equal(plain(x, t, noise_labels_s=t), zero(x, t, noise_labels_s=t))
+
+
+def test_a_state_fourier_student_reloads(tiny_recipe, tmp_path):
+    from odedistill import build_session, load_config, load_student
+    from odedistill.training.trainer import Trainer
+
+    cfg = load_config(tiny_recipe, ["student.kind=flowmap", "student.x_fourier=6"])
+    trainer = Trainer(build_session(cfg), tmp_path / "run")
+    trainer.run(iterations=3, show_progress=False)
+    back = load_student(tmp_path / "run", "raw")
+    z, s, t = torch.randn(7, 2), torch.full((7,), 3.0), torch.full((7,), 0.5)
+    with torch.no_grad():
+        assert torch.equal(trainer.session.model.transport(z, s, t), back.transport(z, s, t))
+    assert back.net.inp.in_features == 2 + 12

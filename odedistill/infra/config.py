@@ -95,6 +95,17 @@ class StudentConfig(KindedSection):
     normalise_output: bool = _f(
         False, "mlp: the output is mean + std * the network's, with the states' mean and std"
     )
+    x_fourier: int = _f(
+        0,
+        "mlp: sinusoidal features of the state input, sin and cos of m fixed directions with "
+        "frequencies log-spaced from 1 to student.x_fourier_max (0 = the state as is): lets "
+        "the map change sharply with the state",
+        lo=0,
+        hi=4096,
+    )
+    x_fourier_max: float = _f(
+        16.0, "mlp: the largest frequency of student.x_fourier (rad per unit input)", lo=1, hi=1e4
+    )
     time: str = _f(
         "raw",
         "mlp: time input 'raw' (c_noise(t) of the system's parametrisation, Fourier "

@@ -82,6 +82,8 @@ def _mlp(cfg: Config, system: ODESystem, teacher: Teacher | None) -> StudentNet:
         label_dim=system.label_dim,
         **_kind_net_kwargs(cfg),
     )
+    if st.x_fourier:
+        kwargs.update(x_fourier=st.x_fourier, x_fourier_max=st.x_fourier_max)
     param = None
     if st.time == "unit":
         kwargs["max_freq"] = 16.0

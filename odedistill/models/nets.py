@@ -78,6 +78,18 @@ def _standardiser(
     return Standardise(list(mean), list(std))
 
 
+def state_frequencies(m: int, d: int, max_freq: float) -> torch.Tensor | None:
+    """B (m, d): m unit directions (fixed seed 0) times frequencies log-spaced from 1 to
+    ``max_freq``; None for m = 0. The same for every run, so a checkpoint's buffer matches."""
+    if m == 0:
+        return None
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(m, d, generator=gen, dtype=torch.float64)
+    u = u / u.norm(dim=1, keepdim=True)
+    omega = torch.exp(torch.linspace(0.0, math.log(max_freq), m, dtype=torch.float64))
+    return (u * omega[:, None]).float()
+
+
 class MLP(nn.Module):
     """Residual MLP on flattened states with an additive time (and class) embedding.
 
@@ -95,6 +107,12 @@ class MLP(nn.Module):
             included).
         out_mean, out_std: the output is out_mean + out_std * (the last layer's), so a network
             at initialisation answers states of the data's scale (None: as is).
+        x_fourier: m > 0 appends sin(B h), cos(B h) to the state input h (after any
+            standardising), B = (ω_j u_j) with m fixed unit directions u_j (seed 0) and
+            frequencies ω_j log-spaced from 1 to ``x_fourier_max`` (Tancik et al. 2020's Fourier
+            features): a map that changes sharply with the state, such as a flow map across
+            the boundary between two modes, is then within a few layers' reach.
+        x_fourier_max: the largest frequency ω_m (rad per unit of the input).
     """
 
     def __init__(
@@ -111,11 +129,14 @@ class MLP(nn.Module):
         c_std: list[float] | None = None,
         out_mean: list[float] | None = None,
         out_std: list[float] | None = None,
+        x_fourier: int = 0,
+        x_fourier_max: float = 16.0,
     ) -> None:
         super().__init__()
         self.state_shape = tuple(state_shape)
         d = math.prod(self.state_shape)
-        self.inp = nn.Linear(d, width)
+        self.register_buffer("x_freqs", state_frequencies(x_fourier, d, x_fourier_max))
+        self.inp = nn.Linear(d + 2 * x_fourier, width)
         self.emb = FourierTimeEmbedding(width, max_freq=max_freq)
         self.label = nn.Linear(label_dim, width, bias=False) if label_dim else None
         self.blocks = nn.ModuleList(
@@ -139,7 +160,11 @@ class MLP(nn.Module):
             class_labels = self.c_norm(class_labels)
         emb = _embedding(self, noise_labels, class_labels, noise_labels_s)
         h = x.reshape(x.shape[0], -1)
-        h = self.inp(h if self.x_norm is None else self.x_norm(h)) + emb
+        h = h if self.x_norm is None else self.x_norm(h)
+        if self.x_freqs is not None:
+            a = h @ self.x_freqs.to(h.dtype).T
+            h = torch.cat([h, torch.sin(a), torch.cos(a)], dim=1)
+        h = self.inp(h) + emb
         for block in self.blocks:
             h = h + block(h + emb)
         out = self.out(h)
