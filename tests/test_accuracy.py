@@ -111,9 +111,11 @@ def test_flowmap_samples_by_composing_its_jumps():
         warnings.simplefilter("ignore", odedistill.AccuracyWarning)
         fm = odedistill.distill(
             Decay(), student="flowmap", steps=2, tol=1e-6, max_seconds=0.3, validate_every=5,
-            validate_n=64, progress=False,
+            validate_n=64, progress=False, x_fourier=8,
         )  # fmt: skip
     assert isinstance(fm, odedistill.FlowMap) and fm.validation["evaluations"] == 2
+    assert fm.param.t_anchor == 2.0  # one interval past t_end = 1 (student.anchor 'auto')
+    assert fm.net.x_freqs.shape == (8, 2) and fm.net.inp.in_features == 2 + 16
     z = Decay().sample_initial(8, torch.Generator().manual_seed(1))
     half = torch.full((8,), 0.5)
     with torch.no_grad():

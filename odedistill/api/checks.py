@@ -34,6 +34,7 @@ DISTILL_FIELDS: dict[str, str] = {
     "normalise": "student.normalise",
     "normalise_output": "student.normalise_output",
     "time_input": "student.time",
+    "x_fourier": "student.x_fourier",
     "width": "student.width",
     "depth": "student.depth",
     "validate_every": "train.validate_every",

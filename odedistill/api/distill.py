@@ -66,6 +66,7 @@ def distill(
     normalise: bool = True,
     normalise_output: bool = False,
     time_input: str = "unit",
+    x_fourier: int = 0,
     width: int = 128,
     depth: int = 3,
     validate_every: int | None = None,
@@ -107,6 +108,8 @@ def distill(
             optimisation; the returned model holds the EMA weights.
         causal_eps: causal weighting of the residual along time (0 = off).
         normalise, normalise_output, time_input, width, depth: the default MLP.
+        x_fourier: that MLP's m sinusoidal features of the (standardised) state, frequencies
+            log-spaced from 1 to 16 (``student.x_fourier``; 0 = the state as is).
         validate_every: iterations between accuracy checks (default 100; 0 for images).
         stop_at_ratio: also stop once two checks read error / Euler(N − 1)'s <= this.
         hard_states, hard_pool, hard_weighted: hard-state replay (``train.hard_states``): this
@@ -155,6 +158,7 @@ def distill(
                 "normalise": normalise,
                 "normalise_output": normalise_output,
                 "time": time_input,
+                "x_fourier": x_fourier,
                 **({"steps": [K], "skip": "none", "anchor": anchor} if flowmap else {}),
             },
             "scheme": {"kind": scheme, "N": N, "grid": grid, "rho": rho, "times": times},
