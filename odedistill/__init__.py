@@ -101,6 +101,7 @@ _EXPORTS = {
     "cli_main": "odedistill.cli:main",
     # for scripts that record results: the machine, atomic files, pictures
     "machine_info": "odedistill.infra.machine",
+    "load_average": "odedistill.infra.machine",
     "git_commit": "odedistill.infra.machine",
     "peak_memory_gib": "odedistill.infra.machine",
     "resolve_device": "odedistill.infra.devices",
@@ -206,6 +207,7 @@ __all__ = [
     "atomic_write_text",
     "git_commit",
     "image_grid",
+    "load_average",
     "machine_info",
     "peak_memory_gib",
     "plot_curves",
@@ -296,7 +298,7 @@ if TYPE_CHECKING:  # a run assembled step by step and its parts; tools for scrip
     from odedistill.infra.build import Session, build_session, reported_weights, weights_of
     from odedistill.infra.checkpoint import latest_checkpoint, load_checkpoint
     from odedistill.infra.devices import resolve_device
-    from odedistill.infra.machine import git_commit, machine_info, peak_memory_gib
+    from odedistill.infra.machine import git_commit, load_average, machine_info, peak_memory_gib
     from odedistill.infra.pictures import image_grid, plot_curves, save_image_grid, to_uint8
     from odedistill.infra.recipes import from_dict as config_from_dict
     from odedistill.infra.recipes import load_config

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from odedistill import (
     UserError,
     build_session,
     evaluate,
+    load_average,
     load_config,
     machine_info,
     reported_weights,
@@ -158,7 +158,7 @@ def run_flowmap_benchmark(
                 }
                 for s in st.systems
             },
-            "loadavg_start": list(_loadavg()),
+            "loadavg_start": load_average(),
         },
         "students": [],
         "cost": [],
@@ -176,18 +176,11 @@ def run_flowmap_benchmark(
                     f"{setting.name} {kind} {scheme}: {r['train_seconds']:.0f} s, error at "
                     f"{max(int(k) for k in r['by_nfe'])} NFE {best['trajectory_rel_error']:.4g}"
                 )
-    results["meta"]["loadavg_end"] = list(_loadavg())
+    results["meta"]["loadavg_end"] = load_average()
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(results, out)
     log(f"wrote {out / 'report.md'}")
     return results
-
-
-def _loadavg() -> tuple[float, ...]:
-    try:
-        return os.getloadavg()
-    except OSError:
-        return ()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 import warnings
@@ -16,11 +15,12 @@ import torch
 import odedistill
 from benchmarks.odesuite.settings import SuiteSettings, Variant
 from benchmarks.odesuite.systems import SUITE
-from odedistill import relative_error, trajectory_errors
+from odedistill import load_average, relative_error, trajectory_errors
 
 
 def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else []
+    """The load averages rounded to 2 decimals, as the suite's tables record them."""
+    return [round(x, 2) for x in load_average()]
 
 
 @cache

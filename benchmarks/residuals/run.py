@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from odedistill import (
     UserError,
     build_session,
     evaluate,
+    load_average,
     load_config,
     machine_info,
     reported_weights,
@@ -226,7 +226,7 @@ def run_residual_benchmark(
                 for f in st.families
             },
             "unavailable": skipped,
-            "loadavg_start": list(_loadavg()),
+            "loadavg_start": load_average(),
         },
         "runs": [],
         "cost": [],
@@ -261,7 +261,7 @@ def run_residual_benchmark(
         for task in tasks:
             _record(results, _job(task), out, log)
     results["meta"]["wall_seconds"] = time.perf_counter() - t0
-    results["meta"]["loadavg_end"] = list(_loadavg())
+    results["meta"]["loadavg_end"] = load_average()
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(results, out)
     log(f"wrote {out / 'report.md'}")
@@ -301,13 +301,6 @@ def _pick(items: list[Any], names: list[str] | None, what: str) -> list[Any]:
     if unknown:
         raise UserError(f"unknown {what} {unknown[0]!r} (choose from {', '.join(known)})")
     return [x for x in items if x.name in names]
-
-
-def _loadavg() -> tuple[float, ...]:
-    try:
-        return os.getloadavg()
-    except OSError:
-        return ()
 
 
 def main(argv: list[str] | None = None) -> None:

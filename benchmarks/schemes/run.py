@@ -25,7 +25,7 @@ from benchmarks.schemes.distillation import distillation_accuracy
 from benchmarks.schemes.report import write_report
 from benchmarks.schemes.settings import BenchSettings, log_default, scheme_help
 from benchmarks.schemes.stability import stability
-from odedistill import UserError, git_commit, machine_info, resolve_device
+from odedistill import UserError, git_commit, load_average, machine_info, resolve_device
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = "runs/bench-schemes"
@@ -110,7 +110,7 @@ def run_scheme_benchmark(
     threads_before = torch.get_num_threads()
     if dev.type == "cpu":
         torch.set_num_threads(settings.threads)
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_before = load_average() or None
     started = _dt.datetime.now(_dt.timezone.utc)
     t_all = time.perf_counter()
     parts: dict[str, float] = {}
@@ -149,8 +149,8 @@ def run_scheme_benchmark(
             "part_seconds": parts,
             "device": str(dev),
             "torch_threads": settings.threads if dev.type == "cpu" else threads_before,
-            "load_average_before": list(load_before) if load_before else None,
-            "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "load_average_before": load_before,
+            "load_average_after": load_average() or None,
             "machine": bench_machine(dev),
             "schemes": scheme_help(),
             "settings": dataclasses.asdict(settings),

@@ -19,7 +19,6 @@ import datetime as _dt
 import inspect
 import json
 import math
-import os
 import shlex
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import torch
 
 import odedistill
 from benchmarks.odesuite.systems import SUITE
+from benchmarks.odesuite.training import loadavg
 from benchmarks.solver.baselines import (
     fewest_rk4_steps,
     loosest_rtol,
@@ -44,10 +44,6 @@ from benchmarks.solver.settings import PRESETS, SolverSettings
 from odedistill import UserError, git_commit, machine_info
 
 DEFAULT_OUT = "benchmarks/results/solver"
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else []
 
 
 def train(system, name: str, s: SolverSettings) -> tuple[Any, dict[str, Any]]:

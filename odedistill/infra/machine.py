@@ -62,6 +62,14 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
         return None
 
 
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages; empty where the platform has none."""
+    try:
+        return list(os.getloadavg())
+    except (OSError, AttributeError):
+        return []
+
+
 def machine_info(device: torch.device, **extra: Any) -> dict[str, Any]:
     """Versions, device and its name, threads, cores and load average, plus ``extra``."""
     info: dict[str, Any] = {
@@ -77,10 +85,8 @@ def machine_info(device: torch.device, **extra: Any) -> dict[str, Any]:
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
     }
-    try:
-        info["load_average"] = list(os.getloadavg())
-    except OSError:
-        pass
+    if load := load_average():
+        info["load_average"] = load
     if device.type == "cuda":
         info["cuda"] = torch.version.cuda
         info["cudnn"] = torch.backends.cudnn.version()
