@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -17,6 +16,7 @@ import torch
 
 from benchmarks.flowmap.report import write_report
 from benchmarks.flowmap.settings import NFES, FlowMapBenchSettings, SystemSetting, log_default
+from benchmarks.timing import interleaved_step_medians
 from odedistill import (
     Session,
     Trainer,
@@ -104,20 +104,7 @@ def step_cost(setting: SystemSetting, scheme: str, st: FlowMapBenchSettings) -> 
     with tempfile.TemporaryDirectory(prefix="odedistill-bench-") as tmp:
         for kind in STUDENTS:
             trainers[kind] = Trainer(session_for(setting, kind, scheme, st), Path(tmp) / kind)
-        steps: dict[str, Callable[[], None]] = {
-            k: (lambda tr=tr: (tr.train_step(), tr.optimizer_step())) for k, tr in trainers.items()
-        }
-        for step in steps.values():
-            for _ in range(st.cost_warmup):
-                step()
-        rounds: dict[str, list[float]] = {k: [] for k in steps}
-        for _ in range(st.cost_repeats):
-            for k, step in steps.items():
-                t0 = time.perf_counter()
-                for _ in range(st.cost_iters):
-                    step()
-                rounds[k].append((time.perf_counter() - t0) / st.cost_iters)
-    med = {k: statistics.median(v) for k, v in rounds.items()}
+        med = interleaved_step_medians(trainers, st.cost_warmup, st.cost_repeats, st.cost_iters)
     return {
         "system": setting.name,
         "scheme": scheme,

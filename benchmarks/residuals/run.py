@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from benchmarks.residuals.settings import (
     ResidualBenchSettings,
     log_default,
 )
+from benchmarks.timing import interleaved_step_medians
 from odedistill import (
     Session,
     Trainer,
@@ -144,20 +144,9 @@ def step_cost(
             f.name: Trainer(session_for(problem, f, 0, st), Path(tmp) / str(i))
             for i, f in enumerate(families)
         }
-        steps: dict[str, Callable[[], None]] = {
-            k: (lambda tr=tr: (tr.train_step(), tr.optimizer_step())) for k, tr in trainers.items()
-        }
-        for step in steps.values():
-            for _ in range(st.cost_warmup):
-                step()
-        rounds: dict[str, list[float]] = {k: [] for k in steps}
-        for _ in range(st.cost_repeats):
-            for k, step in steps.items():
-                c0 = time.process_time()
-                for _ in range(st.cost_iters):
-                    step()
-                rounds[k].append((time.process_time() - c0) / st.cost_iters)
-    med = {k: statistics.median(v) for k, v in rounds.items()}
+        med = interleaved_step_medians(
+            trainers, st.cost_warmup, st.cost_repeats, st.cost_iters, clock=time.process_time
+        )
     ref = med.get(REFERENCE, next(iter(med.values())))
     return {
         "problem": problem.name,
