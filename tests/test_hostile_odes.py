@@ -132,10 +132,13 @@ def test_a_broken_ode_is_one_sentence_naming_f_before_any_work(system, words, tm
 
 def test_an_ode_that_fails_during_training_is_named_not_the_learning_rate(tmp_path):
     with time_limit(60), pytest.raises(TrainingDiverged) as info:
-        odedistill.distill(LateNan(), run_dir=tmp_path, validate_every=0, **TINY)
+        odedistill.distill(LateNan(), run_dir=tmp_path, validate_every=0, solved=0, **TINY)
     message = str(info.value)
     assert "the ODE failed" in message and "LateNan.f returned nan" in message, message
     assert "optim.lr" not in message
+    # with solved states (the default) the reference solve meets it first, before training
+    with time_limit(60), pytest.raises(UserError, match=r"LateNan.f returned nan .* t = 0.9"):
+        odedistill.distill(LateNan(), run_dir=tmp_path / "s", validate_every=0, **TINY)
 
 
 def test_every_reference_solve_is_bounded():

@@ -63,6 +63,9 @@ def distill(
     warmup: int = 200,
     ema_rate: float = 0.99,
     causal_eps: float = 30.0,
+    solved: int = 4096,
+    solved_weight: float = 1.0,
+    residual_fraction: float = 0.0,
     normalise: bool = True,
     normalise_output: bool = False,
     time_input: str = "unit",
@@ -84,9 +87,12 @@ def distill(
     """Train a student of ``system`` until its held-out error is at most ``tol``, and return it.
 
     The defaults are those that won on the odesuite benchmark (benchmarks/results/odesuite).
-    For a general ODE (``system.network_teacher`` False) the loss is the full-gradient residual
-    |dx/dt − f(x, t)|² with dx/dt by forward-mode AD at continuous times; for a network teacher
-    (probability-flow, flow-matching ODE) it is PID's, sg[f] on the grid.
+    For a general ODE (``system.network_teacher`` False) the reference solver is cheap, so the
+    student fits the trajectories of ``solved`` initial states it solved once (the solve counts
+    in the budget); with ``residual_fraction`` > 0 (or ``solved=0``) it also (or only) trains
+    on the full-gradient residual |dx/dt − f(x, t)|² with dx/dt by forward-mode AD at
+    continuous times. For a network teacher (probability-flow, flow-matching ODE) the loss is
+    PID's, sg[f] on the grid, data-free.
 
     Args:
         system: the ODE (any ``ODESystem``; continuous conditions from ``sample_condition``
@@ -107,6 +113,10 @@ def distill(
         distance, iterations, batch, lr, optimizer, schedule, warmup, ema_rate: the
             optimisation; the returned model holds the EMA weights.
         causal_eps: causal weighting of the residual along time (0 = off).
+        solved, solved_weight, residual_fraction: ``loss.solved`` (general ODEs only; 0 = the
+            residual alone): the number of initial states solved by the reference solver
+            whose endpoints and trajectories the student fits, that misfit's weight, and the
+            share of each batch that also trains on the residual (0: none; 1: all of it).
         normalise, normalise_output, time_input, width, depth: the default MLP.
         x_fourier: that MLP's m sinusoidal features of the (standardised) state, frequencies
             log-spaced from 1 to 16 (``student.x_fourier``; 0 = the state as is).
@@ -166,6 +176,9 @@ def distill(
                 "distance": distance,
                 "causal_eps": causal_eps if "causal" in kind.capabilities else 0.0,
                 "target_grad": target_grad,
+                "solved": 0 if network else solved,
+                "solved_weight": solved_weight,
+                "residual_fraction": residual_fraction,
             },
             "optim": {
                 "name": optimizer,

@@ -151,6 +151,28 @@ class LossConfig:
         "continuous times need it to train well)",
         choices=("stop", "through"),
     )
+    solved: int = _f(
+        0,
+        "a general ODE's initial states solved once by the reference solver whose trajectories "
+        "the student also fits (endpoint and one random time per sample; the solve counts as "
+        "training time); 0 = off, the residual alone (a network teacher: always 0)",
+        lo=0,
+        hi=10_000_000,
+    )
+    solved_weight: float = _f(
+        1.0,
+        "weight of the solved states' misfit (relative to the state's size, in units of the "
+        "residual's scale) against the residual loss",
+        lo=0,
+        hi=1e6,
+    )
+    residual_fraction: float = _f(
+        1.0,
+        "with loss.solved: the share of each batch whose residual is also computed (scaled up "
+        "by its inverse); 0 = the solved states alone, no residual",
+        lo=0,
+        hi=1,
+    )
 
 
 @dataclass

@@ -62,6 +62,7 @@ class Assembly:
     keep_checkpoints: int  # train.keep_checkpoints
     probe_seed: int  # eval.seed: the fixed z whose samples a checkpoint's weights must keep sane
     config_json: str  # the resolved config, as checkpoints record it
+    setup_seconds: float = 0.0  # training work before the first step (loss.solved's solve)
 
 
 def assemble(
@@ -89,7 +90,7 @@ def assemble(
         forward_ad=session.scheme.needs_forward_ad,
         cuda=device.type == "cuda",
     )
-    objective, indices = make_objective(session, distance, precision)
+    objective, indices, setup_seconds = make_objective(session, distance, precision)
     if dist.enabled:
         objective = nn.parallel.DistributedDataParallel(
             objective,
@@ -148,6 +149,7 @@ def assemble(
         keep_checkpoints=tc.keep_checkpoints,
         probe_seed=cfg.eval.seed,
         config_json=json.dumps(cfg.to_dict()),
+        setup_seconds=setup_seconds,
     )
 
 

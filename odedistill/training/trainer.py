@@ -58,7 +58,9 @@ class Trainer:
         self.callbacks = self.assembly.callbacks  # in the order they act
         self.validation = self.assembly.validation
         self.step = 0
-        self.train_seconds = 0.0  # train.clock seconds spent in training steps
+        # train.clock seconds spent in training steps, from the work before them (a reference
+        # solve for loss.solved: process seconds, whatever the clock)
+        self.train_seconds = self.assembly.setup_seconds
         self.stop_reason: str | None = None  # set by a callback to stop after this step
         self.stopping = False  # whether any rank set one: the run stops after this step
         self.last_checkpoint: Path | None = None
