@@ -126,8 +126,11 @@ def final_section(final: dict[str, Any] | None) -> list[str]:
     lines = [
         f"distill(system, tol={final['tol']:g}, max_seconds={final['budget']:g}, "
         f"clock='process', student='{final.get('student', 'pid')}') with every other argument "
-        "at its default ('auto': one step first, a flow map of 4 jumps where one step misses "
-        "tol in half the budget; its steps and CPU seconds are then the flow map's). "
+        "at its default: the student fits the trajectories of 4096 initial states solved "
+        "once by the reference solver (`solved=4096`, the solve inside the budget), no "
+        "residual (`residual_fraction=0`). ('auto': one step first, a flow map of 4 jumps "
+        "where one step misses tol in half the budget; its steps and CPU seconds are then the "
+        "flow map's). "
         f"error = norm-relative error mean|x − x*| / mean|x*| at t_end on {final['test_n']} "
         "fresh held-out states against scipy (DOP853, 1e-10); median and p95 of the per-sample "
         "|x − x*| / mean|x*|; val = the returned student.validation['error'] (500 other "

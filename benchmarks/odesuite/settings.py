@@ -23,29 +23,52 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     "defaults": Variant("distill()'s defaults (student = 'auto', tol as set)"),
     "pid_only": Variant("one evaluation only (student = 'pid')", {"student": "pid"}),
+    "residual_only": Variant(
+        "the residual alone, no solved states (solved = 0: distill()'s default before them)",
+        {"solved": 0},
+    ),
+    "hybrid": Variant(
+        "solved states and the residual on every sample (residual_fraction = 1)",
+        {"residual_fraction": 1.0},
+    ),
+    "hybrid_quarter": Variant(
+        "solved states and the residual on a quarter of each batch (residual_fraction = 0.25)",
+        {"residual_fraction": 0.25},
+    ),
+    "solved_1024": Variant("1024 solved states instead of 4096", {"solved": 1024}),
+    "solved_16384": Variant("16384 solved states instead of 4096", {"solved": 16384}),
     "flowmap4": Variant("a flow map of 4 jumps from the start", {"student": "flowmap"}),
-    "no_causal": Variant("without causal weighting (causal_eps = 0)", {"causal_eps": 0.0}),
+    "no_causal": Variant(
+        "residual alone, without causal weighting (causal_eps = 0)",
+        {"solved": 0, "causal_eps": 0.0},
+    ),
     "grid_times": Variant(
-        "times on the fixed grid of N = 65 points, not continuous", {"times": "grid"}
+        "residual alone, times on the fixed grid of N = 65 points, not continuous",
+        {"solved": 0, "times": "grid"},
     ),
     "lr_3e-3": Variant("learning rate 3e-3 (not 1e-3)", {"lr": 3e-3}),
     "stop_grad": Variant(
-        "PID's stop-gradient target sg[f(x)] (autodiff, continuous times)",
-        {"target_grad": "stop"},
+        "residual alone, PID's stop-gradient target sg[f(x)] (autodiff, continuous times)",
+        {"solved": 0, "target_grad": "stop"},
     ),
     "pid_grid": Variant(
         "PID's loss as distill() had it: sg[f], upwind on N = 100 uniform points, one step",
-        {"target_grad": "stop", "scheme": "upwind", "N": 100, "student": "pid"},
+        {"solved": 0, "target_grad": "stop", "scheme": "upwind", "N": 100, "student": "pid"},
     ),
     "hard_states": Variant(
-        "hard-state replay: half of each batch redrawn from recent points by their loss",
-        {"hard_states": 0.5},
+        "residual alone, hard-state replay: half of each batch redrawn from recent points by "
+        "their loss",
+        {"solved": 0, "hard_states": 0.5},
     ),
     "hard_weighted": Variant(
-        "hard-state replay with importance weights (the objective's expectation uniform)",
-        {"hard_states": 0.5, "hard_weighted": True},
+        "residual alone, hard-state replay with importance weights (the objective's "
+        "expectation uniform)",
+        {"solved": 0, "hard_states": 0.5, "hard_weighted": True},
     ),
-    "no_hard": Variant("without hard-state replay (hard_states = 0)", {"hard_states": 0.0}),
+    "no_hard": Variant(
+        "residual alone, without hard-state replay (hard_states = 0)",
+        {"solved": 0, "hard_states": 0.0},
+    ),
     "before": Variant(
         "distill() before the suite: upwind, constant lr, no causal weights, raw inputs, "
         "MLP without the condition, sg[f]",
@@ -57,6 +80,7 @@ VARIANTS: dict[str, Variant] = {
             "warmup": 0,
             "causal_eps": 0.0,
             "student": "pid",
+            "solved": 0,
         },
         old_net=True,
     ),
