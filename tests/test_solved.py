@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from odedistill.distances import PseudoHuber
 from odedistill.errors import UserError
 from odedistill.infra.build import build_session
 from odedistill.infra.recipes import load_config
@@ -80,8 +81,16 @@ def _pool(M: int = 12) -> tuple[LinearODE, SolvedStates]:
     return system, SolvedStates(system, M, times, 0, torch.device("cpu"), torch.float64)
 
 
-def _by_hand(system, pool, model, j, k, a, multi):
-    """f2 mean_c((x - x*)^2 / s2) at the endpoint plus at tau_k, written out per sample."""
+def _l2(d):
+    return float((d**2).mean())
+
+
+def _huber(d, c=0.01):
+    return float(torch.sqrt((d**2).sum() + c * c) - c)
+
+
+def _by_hand(system, pool, model, j, k, a, multi, dist=_l2):
+    """f2 dist((x - x*) / sqrt(s2)) at the endpoint plus at tau_k, written out per sample."""
     out = []
     for jb, kb, ab in zip(j.tolist(), k.tolist(), a.tolist(), strict=True):
         lo, hi = (min(ab, kb), max(ab, kb)) if multi else (0, kb)
@@ -91,7 +100,7 @@ def _by_hand(system, pool, model, j, k, a, multi):
         for end in (pool.times.shape[0] - 1, hi):
             x = model.transport(x0, s, pool.times[end].reshape(1))[0]
             exact = system.exact_solution(pool.z[jb][None], pool.times[end])[0]
-            total += float(((x - exact) ** 2 / pool.s2).mean())
+            total += dist((x - exact) / pool.s2.sqrt())
         out.append(residual_scale(system) * total)
     return torch.tensor(out, dtype=torch.float64)
 
@@ -109,6 +118,11 @@ def test_misfit_vanishes_at_the_solution_and_equals_its_formula(Model):
     got = pool.loss(model, j, k, a)
     assert got.min() > 0
     torch.testing.assert_close(got, _by_hand(system, pool, model, j, k, a, Model.multi_step))
+    # the run's distance on the scaled states: the norm-like pseudo-Huber
+    got = pool.loss(model, j, k, a, PseudoHuber(0.01))
+    want = _by_hand(system, pool, model, j, k, a, Model.multi_step, _huber)
+    torch.testing.assert_close(got, want)
+    assert pool.loss(Model(system), j, k, a, PseudoHuber(0.01)).abs().max() < 1e-12
 
 
 class Constant(nn.Module):

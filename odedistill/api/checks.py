@@ -61,6 +61,7 @@ AUTO: dict[str, object] = {
     "grid": "auto",
     "times": "auto",
     "target_grad": "auto",
+    "distance": "auto",
     "N": None,
     "validate_every": None,
 }

@@ -54,7 +54,7 @@ def distill(
     N: int | None = None,
     grid: str = "auto",
     rho: float = 7.0,
-    distance: str = "l2",
+    distance: str = "auto",
     iterations: int = 100_000,
     batch: int = 256,
     lr: float = 1e-3,
@@ -110,8 +110,10 @@ def distill(
         N, grid, rho: the collocation grid (N: 65 for a general ODE, whose continuous times
             only bin the causal weights and place a flow map's jumps; 100 for a network
             teacher; grid 'auto': Karras for the probability-flow ODE, else uniform).
-        distance, iterations, batch, lr, optimizer, schedule, warmup, ema_rate: the
-            optimisation; the returned model holds the EMA weights.
+        distance: of the residual and of the solved states' misfit ('auto': 'pseudo_huber',
+            close to the norm of the difference, with solved states; else 'l2').
+        iterations, batch, lr, optimizer, schedule, warmup, ema_rate: the optimisation; the
+            returned model holds the EMA weights.
         causal_eps: causal weighting of the residual along time (0 = off).
         solved, solved_weight, residual_fraction: ``loss.solved`` (general ODEs only; 0 = the
             residual alone): the number of initial states solved by the reference solver
@@ -148,6 +150,9 @@ def distill(
         times = "continuous" if scheme == "autodiff" and target_grad == "through" else "grid"
     if grid == "auto":
         grid = system.default_grid
+    if distance == "auto":
+        # the solved states' misfit as the norm of the difference, the error's own measure
+        distance = "pseudo_huber" if solved > 0 and not network else "l2"
     if N is None:
         N = 100 if network else 65
     if validate_every is None:

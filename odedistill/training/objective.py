@@ -43,6 +43,11 @@ def make_objective(
     times = pool_times(session.grid)
     pool = SolvedStates(session.system, cfg.loss.solved, times, cfg.run.seed, session.device, dtype)
     solved = SolvedObjective(
-        objective, session.model, pool, cfg.loss.solved_weight, cfg.loss.residual_fraction
+        objective,
+        session.model,
+        pool,
+        cfg.loss.solved_weight,
+        cfg.loss.residual_fraction,
+        distance,
     )
     return solved, with_pool_indices(indices, pool.M, times.shape[0]), pool.seconds

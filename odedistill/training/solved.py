@@ -4,12 +4,15 @@ For a general ODE the reference solver is cheap next to training, so a pool of M
 states z_j (and conditions c_j) is solved once, at the times τ_0 = t_start < … < τ_{P−1} = t_end,
 and each sample b of a batch adds to the student kind's residual loss ℓ_b
 
-    λ · f2 · (1/d) Σ_c [ (x_θ(z_j, t_end) − x*_j(t_end))_c² + (x_θ(z_j, τ_k) − x*_j(τ_k))_c² ] / s2_c
+    λ · f2 · [ d(x_θ(z_j, t_end) / s, x*_j(t_end) / s) + d(x_θ(z_j, τ_k) / s, x*_j(τ_k) / s) ]
 
 with j ~ U{0 … M−1} and k ~ U{0 … P−1} drawn from the run's noise stream (so a resumed run
-draws the same), x*_j the solver's trajectory, s2_c the pool's mean square of component c at
-t_end and f2 the system's residual scale (``systems.scale.residual_scale``): an error δ
-relative to the state's size weighs as a residual δ relative to the velocity's. The endpoint,
+draws the same), x*_j the solver's trajectory, s_c² the pool's mean square of component c at
+t_end, d the run's distance (``loss.distance``: 'l2' the mean squared difference over
+components, 'pseudo_huber' √(|·|² + c²) − c, close to the norm of the difference, which is
+what the norm-relative error averages) and f2 the system's residual scale
+(``systems.scale.residual_scale``): with 'l2' an error δ relative to the state's size weighs
+as a residual δ relative to the velocity's. The endpoint,
 which is what one-step sampling returns, is fitted on every sample; one interior time keeps
 the whole trajectory (and the a-posteriori indicator along it) honest.
 
@@ -88,12 +91,18 @@ class SolvedStates:
         self.f2 = residual_scale(system)
 
     def loss(
-        self, model: nn.Module, j: torch.Tensor, k: torch.Tensor, a: torch.Tensor
+        self,
+        model: nn.Module,
+        j: torch.Tensor,
+        k: torch.Tensor,
+        a: torch.Tensor,
+        distance: nn.Module | None = None,
     ) -> torch.Tensor:
-        """Per-sample misfit (B,) of ``model`` at pool members ``j``: f2 · mean_c of
-        (x_θ − x*)_c² / s2_c at the endpoint and at time τ_k, both from t_start; a flow map
-        (``model.multi_step``) jumps from the solver's state at τ_a' = τ_min(a, k) instead, to
-        t_end and to τ_max(a, k), so that every jump its K-step sampler takes is fitted."""
+        """Per-sample misfit (B,) of ``model`` at pool members ``j``: f2 · d(x_θ / s, x* / s)
+        summed over the endpoint and time τ_k, both from t_start, with s_c = √s2_c and d the
+        run's distance (None: 'l2', the mean over components of the squared difference). A
+        flow map (``model.multi_step``) jumps from the solver's state at τ_min(a, k) instead,
+        to t_end and to τ_max(a, k), so that every jump its K-step sampler takes is fitted."""
         j, k, a = j.long(), k.long(), a.long()
         B = j.shape[0]
         cond = None if self.cond is None else self.cond[j]
@@ -108,8 +117,10 @@ class SolvedStates:
             z = self.z[j]
             x = model(torch.cat([z, z]), torch.cat([end, self.times[k]]), cond2)
         exact = torch.cat([self.trajectories[-1, j], self.trajectories[k, j]])
-        sq = (x - exact.to(x.dtype)).flatten(1).pow(2) / self.s2.to(x.dtype)
-        return self.f2 * (sq[:B].mean(1) + sq[B:].mean(1))
+        scale = self.s2.to(x.dtype).sqrt().reshape(1, *x.shape[1:])
+        x, exact = x / scale, exact.to(x.dtype) / scale
+        d = (x - exact).flatten(1).pow(2).mean(1) if distance is None else distance(x, exact)
+        return self.f2 * (d[:B] + d[B:])
 
 
 def with_pool_indices(indices: Indices, M: int, P: int) -> Indices:
@@ -140,17 +151,18 @@ class SolvedObjective(nn.Module):
         pool: SolvedStates,
         weight: float,
         fraction: float = 1.0,
+        distance: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.inner = inner
-        self._parts = (model, pool)  # the model is inner's submodule already
+        self._parts = (model, pool, distance)  # the model is inner's submodule already
         self.weight = float(weight)
         self.fraction = float(fraction)
 
     def forward(self, z: torch.Tensor, *rest: torch.Tensor | None) -> torch.Tensor:
         *idx, j, k, a, cond = rest
-        model, pool = self._parts
-        out = self.weight * pool.loss(model, j, k, a)  # type: ignore[arg-type]
+        model, pool, distance = self._parts
+        out = self.weight * pool.loss(model, j, k, a, distance)  # type: ignore[arg-type]
         n = min(z.shape[0], math.ceil(self.fraction * z.shape[0]))
         if n == 0:
             return out.float()
