@@ -21,7 +21,7 @@ class Variant:
 
 #: the ablation: distill()'s defaults, each option switched alone, and PID's loss
 VARIANTS: dict[str, Variant] = {
-    "defaults": Variant("distill()'s defaults (student = 'auto', tol as set)"),
+    "defaults": Variant("distill()'s defaults (student as --student, tol as set)"),
     "pid_only": Variant("one evaluation only (student = 'pid')", {"student": "pid"}),
     "residual_only": Variant(
         "the residual alone, no solved states (solved = 0: distill()'s default before them)",
