@@ -6,6 +6,7 @@ import math
 import pytest
 
 from benchmarks.residuals import NFES, main
+from benchmarks.residuals.budgets import decreasing
 from benchmarks.residuals.report import PLOT, SECTIONS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -81,3 +82,25 @@ def test_parts_merge_into_one_report_and_unlike_parts_are_refused(quick_run, tmp
     with pytest.raises(SystemExit) as e:
         main(["--merge", str(out / "results.json"), str(part), "--out", str(tmp_path / "n")])
     assert e.value.code == 2 and "budget differs" in capsys.readouterr().err
+
+
+def test_other_budgets_list_every_family_and_seed(quick_run, tmp_path):
+    """A results.json of another --budget kept in budgets/ is reported with each seed's curve."""
+    out, results = quick_run
+    assert decreasing([3.0, 2.0, 1.0]) and not decreasing([3.0, 3.0, 1.0])
+    command = "python -m benchmarks.residuals --quick --budget 2.5"
+    other = {**results, "meta": {**results["meta"], "budget_cpu_seconds": 2.5, "command": command}}
+    dest = tmp_path / "m"
+    (dest / "budgets").mkdir(parents=True)
+    (dest / "budgets" / "ring_2.5.json").write_text(json.dumps(other))
+    main(["--merge", str(out / "results.json"), "--out", str(dest)])
+    section = (dest / "report.md").read_text().split("## Other budgets")[1].split("## Reading")[0]
+    assert f"**2.5 CPU-s per run**: `{command}`" in section
+    rows = [ln for ln in section.splitlines() if ln.startswith("| ring |")]
+    assert len(rows) == len(FAMILIES)
+    for r in results["runs"]:
+        (row,) = [ln for ln in rows if ln.startswith(f"| ring | {r['family']} |")]
+        curve = [r["by_nfe"][str(K)]["trajectory_rel_error"] for K in NFES]
+        assert f"{r['seed']}: " + " · ".join(f"{e:.4g}" for e in curve) in row
+        # one seed: the mean curve is the seed's
+        assert row.split(" | ")[4] == ("yes" if decreasing(curve) else "no")

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from benchmarks.residuals.budgets import budget_lines, decreasing  # noqa: E402
 from benchmarks.residuals.settings import NFES, REFERENCE  # noqa: E402
 
 PLOT = "error_vs_nfe.png"
@@ -20,6 +21,7 @@ SECTIONS = (
     "Cost, gradient variance, divergences",
     "Why the multi-step error is flat",
     "Targets",
+    "Other budgets",
     "Reading",
 )
 ERR = "trajectory_rel_error"
@@ -77,7 +79,7 @@ def monotone(s: dict[str, Any]) -> bool | None:
     m = [_mean(s[ERR][K]) for K in NFES]
     if any(v is None for v in m):
         return None
-    return all(b < a for a, b in zip(m, m[1:], strict=False))  # type: ignore[operator]
+    return decreasing(m)  # type: ignore[arg-type]
 
 
 def plot(results: dict[str, Any], summ: dict[tuple[str, str], dict[str, Any]], path: Path) -> None:
@@ -256,6 +258,9 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "",
         *targets(results, summ),
         "",
+        "## Other budgets",
+        "",
+        *budget_lines(out),
         "## Reading",
         "",
         *results.get("reading", ["(written after the run; see the tables above)"]),

@@ -128,6 +128,29 @@ FAMILIES = [
         "the Eulerian residual by a forward difference along (f, 1) (student.fd_step)",
         problems=["ring", "pendulum"],
     ),
+    # the semigroup's rise with K on the ring: its weight, and sources at every grid point (its
+    # midpoint u is anywhere between s and t, where the sampler's sources never put s)
+    Family(
+        "semigroup, weight 0.25",
+        [
+            "student.residual='semigroup'",
+            "student.residual_weights=[1, 0, 0.25]",
+            "scheme.kind='upwind'",
+        ],
+        "the semigroup residual at a quarter of the Lagrangian one's weight",
+        problems=["ring"],
+    ),
+    Family(
+        "semigroup, uniform sources",
+        [
+            "student.residual='semigroup'",
+            "student.residual_weights=[1, 0, 1]",
+            "scheme.kind='upwind'",
+            "student.sources='uniform'",
+        ],
+        "the semigroup family with s at any grid point, t anywhere after it",
+        problems=["ring"],
+    ),
     # ablations of the flat multi-step error: where the sources and the times come from
     Family(
         "lagrangian, marginal sources",
