@@ -138,7 +138,7 @@ FAMILIES = [
             "scheme.kind='upwind'",
         ],
         "the semigroup residual at a quarter of the Lagrangian one's weight",
-        problems=["ring"],
+        problems=["ring", "pendulum"],
     ),
     Family(
         "semigroup, uniform sources",
