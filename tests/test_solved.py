@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from odedistill.distances import PseudoHuber
+from odedistill.distances import PseudoHuber, SquaredL2
 from odedistill.errors import UserError
 from odedistill.infra.build import build_session
 from odedistill.infra.recipes import load_config
@@ -100,7 +100,7 @@ def _by_hand(system, pool, model, j, k, a, multi, dist=_l2):
         for end in (pool.times.shape[0] - 1, hi):
             x = model.transport(x0, s, pool.times[end].reshape(1))[0]
             exact = system.exact_solution(pool.z[jb][None], pool.times[end])[0]
-            total += dist((x - exact) / pool.s2.sqrt())
+            total += dist((x - exact) / pool.scale)
         out.append(residual_scale(system) * total)
     return torch.tensor(out, dtype=torch.float64)
 
@@ -113,9 +113,9 @@ def test_misfit_vanishes_at_the_solution_and_equals_its_formula(Model):
     assert torch.allclose(pool.trajectories, exact, rtol=1e-8, atol=1e-9)
     g = torch.Generator().manual_seed(1)
     j, k, a = (torch.randint(0, n, (7,), generator=g) for n in (12, 9, 9))
-    assert pool.loss(Model(system), j, k, a).abs().max() < 1e-14
+    assert pool.loss(Model(system), j, k, a, SquaredL2()).abs().max() < 1e-14
     model = Model(system, eps=0.05)
-    got = pool.loss(model, j, k, a)
+    got = pool.loss(model, j, k, a, SquaredL2())
     assert got.min() > 0
     torch.testing.assert_close(got, _by_hand(system, pool, model, j, k, a, Model.multi_step))
     # the run's distance on the scaled states: the norm-like pseudo-Huber
@@ -136,12 +136,12 @@ class Constant(nn.Module):
 def test_the_residual_joins_on_a_share_of_the_batch_scaled_by_its_inverse(fraction):
     system, pool = _pool()
     model = Exact(system, eps=0.1)
-    obj = SolvedObjective(Constant(), model, pool, weight=2.0, fraction=fraction)
+    obj = SolvedObjective(Constant(), model, pool, 2.0, SquaredL2(), fraction=fraction)
     z = torch.randn(8, 2, dtype=torch.float64)
     idx = torch.zeros(8)
     j, k, a = torch.arange(8), torch.arange(8) % 9, torch.zeros(8, dtype=torch.long)
     got = obj(z, idx, j, k, a, None)
-    want = 2.0 * pool.loss(model, j, k, a)
+    want = 2.0 * pool.loss(model, j, k, a, SquaredL2())
     n = int(fraction * 8)
     if n:
         want[:n] += (8 / n) * (3 + z[:n, 0])

@@ -8,9 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.residuals.settings import NFES
+from benchmarks.residuals.settings import ERR, NFES
 
-ERR = "trajectory_rel_error"
 FOLDER = "budgets"
 
 

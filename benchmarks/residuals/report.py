@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks.residuals.budgets import budget_lines, decreasing  # noqa: E402
-from benchmarks.residuals.settings import NFES, REFERENCE  # noqa: E402
+from benchmarks.residuals.settings import ERR, NFES, REFERENCE  # noqa: E402
 
 PLOT = "error_vs_nfe.png"
 SECTIONS = (
@@ -24,7 +24,6 @@ SECTIONS = (
     "Other budgets",
     "Reading",
 )
-ERR = "trajectory_rel_error"
 
 
 def summary(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:

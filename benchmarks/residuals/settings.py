@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 #: the evaluation's numbers of network evaluations (a K-step flow-map sample costs K)
 NFES = [1, 2, 4, 8]
+#: the score every curve of the report is drawn in: relative error against the exact flow map
+ERR = "trajectory_rel_error"
 
 
 def log_default(message: str) -> None:

@@ -47,7 +47,7 @@ def make_objective(
         session.model,
         pool,
         cfg.loss.solved_weight,
-        cfg.loss.residual_fraction,
         distance,
+        cfg.loss.residual_fraction,
     )
     return solved, with_pool_indices(indices, pool.M, times.shape[0]), pool.seconds

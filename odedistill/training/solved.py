@@ -53,9 +53,9 @@ def pool_times(grid: torch.Tensor) -> torch.Tensor:
 class SolvedStates:
     """M initial states, their conditions and their reference trajectories at ``times``.
 
-    ``trajectories`` is (P, M, *state_shape) in the model's dtype on ``device``; ``s2`` the
-    per-component mean square at t_end (floored); ``seconds`` the process time the solve took
-    (it counts as training time).
+    ``trajectories`` is (P, M, *state_shape) in the model's dtype on ``device``; ``scale``
+    (*state_shape) the root of the per-component mean square at t_end (floored); ``seconds``
+    the process time the solve took (it counts as training time).
     """
 
     def __init__(
@@ -86,8 +86,8 @@ class SolvedStates:
         self.cond = None if c is None else c.to(device=device, dtype=dtype)
         self.trajectories = traj.to(device=device, dtype=dtype)
         end = traj[-1].flatten(1)
-        self.s2 = end.pow(2).mean(0).clamp_min(1e-6 * float(end.pow(2).mean()) + 1e-30)
-        self.s2 = self.s2.to(device=device, dtype=dtype)
+        s2 = end.pow(2).mean(0).clamp_min(1e-6 * float(end.pow(2).mean()) + 1e-30)
+        self.scale = s2.sqrt().reshape(traj.shape[2:]).to(device=device, dtype=dtype)
         self.f2 = residual_scale(system)
 
     def loss(
@@ -96,19 +96,19 @@ class SolvedStates:
         j: torch.Tensor,
         k: torch.Tensor,
         a: torch.Tensor,
-        distance: nn.Module | None = None,
+        distance: nn.Module,
     ) -> torch.Tensor:
         """Per-sample misfit (B,) of ``model`` at pool members ``j``: f2 · d(x_θ / s, x* / s)
-        summed over the endpoint and time τ_k, both from t_start, with s_c = √s2_c and d the
-        run's distance (None: 'l2', the mean over components of the squared difference). A
-        flow map (``model.multi_step``) jumps from the solver's state at τ_min(a, k) instead,
-        to t_end and to τ_max(a, k), so that every jump its K-step sampler takes is fitted."""
+        summed over the endpoint and time τ_k, both from t_start, with s = ``scale`` and d the
+        run's distance (``odedistill.distances``). A flow map (``model.multi_step``) jumps from
+        the solver's state at τ_min(a, k) instead, to t_end and to τ_max(a, k), so that every
+        jump its K-step sampler takes is fitted."""
         j, k, a = j.long(), k.long(), a.long()
         B = j.shape[0]
         cond = None if self.cond is None else self.cond[j]
         cond2 = None if cond is None else torch.cat([cond, cond])
         end = self.times[-1].expand(B)
-        if getattr(model, "multi_step", False):
+        if model.multi_step:
             a, k = torch.minimum(a, k), torch.maximum(a, k)
             x_a = self.trajectories[a, j]
             s = self.times[a].repeat(2)
@@ -117,9 +117,8 @@ class SolvedStates:
             z = self.z[j]
             x = model(torch.cat([z, z]), torch.cat([end, self.times[k]]), cond2)
         exact = torch.cat([self.trajectories[-1, j], self.trajectories[k, j]])
-        scale = self.s2.to(x.dtype).sqrt().reshape(1, *x.shape[1:])
-        x, exact = x / scale, exact.to(x.dtype) / scale
-        d = (x - exact).flatten(1).pow(2).mean(1) if distance is None else distance(x, exact)
+        scale = self.scale.to(x.dtype)
+        d = distance(x / scale, exact.to(x.dtype) / scale)
         return self.f2 * (d[:B] + d[B:])
 
 
@@ -150,8 +149,8 @@ class SolvedObjective(nn.Module):
         model: nn.Module,
         pool: SolvedStates,
         weight: float,
+        distance: nn.Module,
         fraction: float = 1.0,
-        distance: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.inner = inner
