@@ -1,5 +1,6 @@
 """The a-posteriori check: zero residual for exact students, the linearised error equal to the true
-error on a linear ODE (one jump and K jumps), Grönwall's bound, and the solver fallback."""
+error on a linear ODE (one jump and K jumps), the defect indicator's fourth order and its exactness
+on a nonlinear ODE far from the linear regime, Grönwall's bound, and the solver fallback."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from odedistill import MLP, FlowMap, LinearODE, UserError, solve_reference
+from odedistill import MLP, FlowMap, LinearODE, ODESystem, UserError, solve_reference
 from odedistill.infra.students import rebuild_system
 from odedistill.models.base import TrajectoryModel
 from odedistill.models.parametrisation import Parametrisation
@@ -60,7 +61,22 @@ def true_error(model, z, **kw):
     return (model.sample(z, **kw) - solve_reference(SYSTEM, z)).norm(dim=1)
 
 
-@pytest.mark.parametrize("kind", ["linear", "integral"])
+class Logistic(ODESystem):
+    """x' = x (1 − x) on [0, 2], componentwise: x*(t) = x0 / (x0 + (1 − x0) e^{−t})."""
+
+    t_start, t_end, state_shape = 0.0, 2.0, (2,)
+
+    def f(self, x, t, cond=None):
+        return x * (1 - x)
+
+    def exact_solution(self, z, t):
+        return z / (z + (1 - z) * torch.exp(-t)[:, None])
+
+    def sample_initial(self, n, generator=None, dtype=torch.float32):
+        return 0.1 + 0.8 * torch.rand((n, 2), generator=generator, dtype=dtype)
+
+
+@pytest.mark.parametrize("kind", ["defect", "linear", "integral"])
 def test_an_exact_student_has_zero_residual(z, kind):
     model = ExactTrajectory(SYSTEM).attach(SYSTEM)
     assert model.residual(z, kind=kind).max() < 1e-12
@@ -80,6 +96,75 @@ def test_linear_indicator_is_the_true_error_on_a_linear_ode(z):
     small = ExactTrajectory(SYSTEM, 1e-3).attach(SYSTEM).residual(z)
     large = ExactTrajectory(SYSTEM, 1e-2).attach(SYSTEM).residual(z)
     assert torch.allclose(large, 10 * small, rtol=1e-9)
+
+
+def test_defect_indicator_is_fourth_order_on_a_linear_ode(z):
+    """Richardson's extrapolation of two trapezoid passes: the indicator's own error falls as
+    h⁴ (16x per halving), against h² (4x) for the single 'linear' pass, on a path whose error
+    sin(5 τ) ε z is no polynomial the trapezoid rule integrates exactly."""
+
+    class Wavy(TrajectoryModel):
+        t_start, t_end = SYSTEM.t_start, SYSTEM.t_end
+
+        def forward(self, z, t, cond=None):
+            tau = ((t - self.t_start) / (self.t_end - self.t_start))[:, None]
+            return SYSTEM.exact_solution(z, t) + 1e-2 * torch.sin(5 * tau) * z
+
+    model = Wavy().attach(SYSTEM)
+    t_end = torch.full((z.shape[0],), SYSTEM.t_end, dtype=z.dtype)
+    err = (model.sample(z) - SYSTEM.exact_solution(z, t_end)).norm(dim=1)
+
+    def miss(points, kind):
+        return float(((model.residual(z, points=points, kind=kind) - err).abs() / err).max())
+
+    defect = [miss(p, "defect") for p in (16, 32, 64)]
+    linear = [miss(p, "linear") for p in (16, 32, 64)]
+    for coarse, fine in zip(defect[:-1], defect[1:], strict=True):
+        assert 13 < coarse / fine < 18
+    for coarse, fine in zip(linear[:-1], linear[1:], strict=True):
+        assert 3.8 < coarse / fine < 4.2
+    assert defect[-1] < 1e-6 < 1e-4 < linear[-1]
+
+
+def test_defect_indicator_is_exact_where_the_linearisation_is_not():
+    """A path 30 % off the logistic trajectory in mid-course and 2 % off at the end: e' =
+    ∂_t x − f(x − e) holds exactly, so the defect indicator finds |x(T) − x*(T)|; the
+    linearised equation misses it by its O(|e|²) term."""
+    system = Logistic()
+    z = system.sample_initial(16, torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    class Off(TrajectoryModel):
+        t_start, t_end = system.t_start, system.t_end
+
+        def forward(self, z, t, cond=None):
+            tau = (t / system.t_end)[:, None]
+            return system.exact_solution(z, t) + (1.2 * tau * (1 - tau) + 0.02 * tau) * z
+
+    model = Off().attach(system)
+    err = (model.sample(z) - system.exact_solution(z, torch.full((16,), 2.0))).norm(dim=1)
+    defect = model.residual(z, kind="defect", points=128)
+    linear = model.residual(z, kind="linear", points=128)
+    assert torch.allclose(defect, err, rtol=1e-4)
+    assert ((linear - err).abs() / err).max() > 0.2
+
+
+def test_a_check_that_is_not_finite_reads_as_infinite_error(z):
+    """f = −√x is nan below 0: samples whose path stays there are flagged, never nan."""
+
+    class Root(LinearODE):
+        def f(self, x, t, cond=None):
+            return -x.sqrt()
+
+    class Still(TrajectoryModel):
+        t_start, t_end = SYSTEM.t_start, SYSTEM.t_end
+
+        def forward(self, z, t, cond=None):
+            return z + 0 * t[:, None]
+
+    model = Still().attach(Root(t_start=0.0, t_end=1.5))
+    n = z.shape[0]
+    error = model.residual(torch.cat([z.abs() + 4, -z.abs() - 4]))  # √ of the truth stays real
+    assert error[:n].isfinite().all() and error[n:].isinf().all()
 
 
 def test_flow_map_error_is_carried_across_jumps(z):

@@ -117,9 +117,10 @@ def measure(name: str, s: SolverSettings, log) -> dict[str, Any]:
         "recall_worst_5pct": recall_of_worst(checked.error, per_sample),
         "indicator_over_error_median": float((checked.error / per_sample).median()),
     }
-    integral = student.residual(z, cond, steps=K, points=s.points, kind="integral")
-    row["check"]["spearman_integral"] = spearman(integral, per_sample)
-    row["check"]["recall_worst_5pct_integral"] = recall_of_worst(integral, per_sample)
+    for kind in ("linear", "integral"):
+        other = student.residual(z, cond, steps=K, points=s.points, kind=kind)
+        row["check"][f"spearman_{kind}"] = spearman(other, per_sample)
+        row["check"][f"recall_worst_5pct_{kind}"] = recall_of_worst(other, per_sample)
     row["check"]["by_points"] = {}
     for points in s.points_sweep:
         indicator, cpu, _ = timed(lambda p=points: student.residual(z, cond, K, points=p), 1)

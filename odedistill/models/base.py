@@ -11,6 +11,7 @@ from torch import nn
 from odedistill.errors import UserError
 from odedistill.models.curve import Curve
 from odedistill.models.trust import (
+    POINTS,
     Checked,
     Fallback,
     checked_sample,
@@ -126,7 +127,7 @@ class TrajectoryModel(nn.Module):
         threshold: float | None = None,
         fraction: float | None = None,
         system: ODESystem | None = None,
-        points: int = 32,
+        points: int = POINTS,
     ) -> torch.Tensor | Checked:
         """One-step solution ``x(z, t_end)`` (a flow map: ``steps`` jumps over ``times``).
 
@@ -154,13 +155,15 @@ class TrajectoryModel(nn.Module):
         times: list[float] | None = None,
         *,
         system: ODESystem | None = None,
-        points: int = 32,
+        points: int = POINTS,
         kind: str = "auto",
     ) -> torch.Tensor:
         """Per-sample a-posteriori error indicator (B,) from r(t) = ∂_t x − f(x, t) along the path.
 
-        'linear' (states of up to 32 numbers): |e(t_end)| of e' = J e + r, e(t_start) = 0, the
-        first-order error of the sample itself; 'integral': ∫|r| dt (``odedistill.models.trust``).
+        'defect' (states of up to 32 numbers): |e(t_end)| of e' = ∂_t x − f(x − e, t),
+        e(t_start) = 0, by the implicit trapezoid rule on ``points`` and ``points`` / 2 steps
+        and Richardson's extrapolation; 'linear': e' = J e + r, its first-order form;
+        'integral': ∫|r| dt (``odedistill.models.trust``).
         Costs about 3 (``points`` + 1) evaluations of the student per jump.
         """
         z, cond = self.sample_inputs(z, cond)
