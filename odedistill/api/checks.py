@@ -44,6 +44,7 @@ DISTILL_FIELDS: dict[str, str] = {
     "stop_at_ratio": "train.stop_at_ratio",
     "tol": "train.tol",
     "validate_n": "train.validate_n",
+    "validate_grow": "train.validate_grow",
     "times": "scheme.times",
     "target_grad": "loss.target_grad",
     "max_seconds": "train.max_seconds",

@@ -74,6 +74,7 @@ def distill(
     depth: int = 3,
     validate_every: int | None = None,
     validate_n: int = 500,
+    validate_grow: int = 32,
     stop_at_ratio: float = 0.0,
     hard_states: float = 0.0,
     hard_pool: int = 8,
@@ -123,6 +124,9 @@ def distill(
         x_fourier: that MLP's m sinusoidal features of the (standardised) state, frequencies
             log-spaced from 1 to 16 (``student.x_fourier``; 0 = the state as is).
         validate_every: iterations between accuracy checks (default 100; 0 for images).
+        validate_n, validate_grow: the held-out states of a check, and how many times larger
+            the set may grow where the mean error is unsure (its standard error above 10 % of
+            it: a heavy tail of rare, large errors); 1 = a fixed set.
         stop_at_ratio: also stop once two checks read error / Euler(N − 1)'s <= this.
         hard_states, hard_pool, hard_weighted: hard-state replay (``train.hard_states``): this
             fraction of each batch drawn again from a pool of ``hard_pool`` batches of recent
@@ -200,6 +204,7 @@ def distill(
                 "checkpoint_every": iterations,
                 "validate_every": validate_every,
                 "validate_n": validate_n,
+                "validate_grow": validate_grow,
                 "validate_steps": K,
                 "tol": tol if validate_every else 0.0,
                 "stop_at_ratio": stop_at_ratio,

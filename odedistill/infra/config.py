@@ -256,6 +256,15 @@ class TrainConfig:
         lo=0,
     )
     validate_n: int = _f(256, "held-out initial states of the validation", lo=1, hi=10**6)
+    validate_grow: int = _f(
+        1,
+        "the held-out set may grow to this many times train.validate_n: a check whose mean "
+        "error has a standard error above 10 % of it draws a set 4x larger (solved then) and "
+        "reads again, until it does not or the set is this large (a heavy tail of rare, large "
+        "errors needs thousands of states to measure; 1 = a fixed set)",
+        lo=1,
+        hi=4096,
+    )
     validate_steps: int = _f(
         1,
         "evaluations of the student in a validation check: 1, or K equal jumps of a flow map",
