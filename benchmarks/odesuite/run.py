@@ -126,6 +126,8 @@ def run_suite(
                 "student": s.student,
                 "seeds": s.seeds,
                 "test_n": s.test_n,
+                "big_n": s.big_n,
+                "big_seed": s.big_seed,
                 "validate_every": s.validate_every,
             }
             results["final"] = _merge(results.get("final"), final, ("system", "seed"))

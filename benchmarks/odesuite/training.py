@@ -84,6 +84,15 @@ def distill_system(
         x = student.sample(test["z"].float(), c, steps=v["evaluations"]).double()
     e = trajectory_errors(x, test["exact"])
     mean_rel = relative_error(x, test["exact"])
+    big: dict[str, Any] = {}
+    if s.big_n:
+        b = test_set(name, s.big_n, s.big_seed)
+        with torch.no_grad():
+            c = None if b["cond"] is None else b["cond"].float()
+            xb = student.sample(b["z"].float(), c, steps=v["evaluations"]).double()
+        exact = b["exact"].flatten(1)
+        per = (xb.flatten(1) - exact).norm(dim=1) / exact.norm(dim=1).mean()
+        big = {"error_big": float(per.mean()), "p99_big": float(per.quantile(0.99))}
     curve = [
         {
             "step": r["step"],
@@ -113,6 +122,8 @@ def distill_system(
         "p95": e["p95"],
         "val_error": v["error"],
         "val_p95": v["p95"],
+        "val_n": v.get("n"),
+        **big,
         "met": v["met"],
         "test_met": e["error"] <= s.tol,
         "mean_rel_error": mean_rel,

@@ -153,6 +153,20 @@ FAMILIES = [
         "the semigroup family with s at any grid point, t anywhere after it",
         problems=["ring"],
     ),
+    # the per-jump floor: X = w x_s + (1 − w) F weighs a jump's network error by 1 − w =
+    # (s − t)/(s − t_anchor), about 1 on the last jumps however short; X = x_s − (s − t) u
+    # weighs it by the jump's length
+    Family(
+        "lagrangian, average velocity",
+        [
+            "student.residual='lagrangian'",
+            "scheme.kind='upwind'",
+            "student.output='average_velocity'",
+            "student.skip='none'",
+        ],
+        "the Lagrangian family with the network as the average velocity u (X = x_s − (s − t) u)",
+        problems=["ring", "pendulum"],
+    ),
     # ablations of the flat multi-step error: where the sources and the times come from
     Family(
         "lagrangian, marginal sources",

@@ -65,6 +65,7 @@ AUTO: dict[str, object] = {
     "distance": "auto",
     "N": None,
     "validate_every": None,
+    "x_fourier": None,
 }
 
 

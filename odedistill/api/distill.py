@@ -69,7 +69,7 @@ def distill(
     normalise: bool = True,
     normalise_output: bool = False,
     time_input: str = "unit",
-    x_fourier: int = 0,
+    x_fourier: int | None = None,
     width: int = 128,
     depth: int = 3,
     validate_every: int | None = None,
@@ -122,7 +122,9 @@ def distill(
             share of each batch that also trains on the residual (0: none; 1: all of it).
         normalise, normalise_output, time_input, width, depth: the default MLP.
         x_fourier: that MLP's m sinusoidal features of the (standardised) state, frequencies
-            log-spaced from 1 to 16 (``student.x_fourier``; 0 = the state as is).
+            log-spaced from 1 to 16 (``student.x_fourier``; 0 = the state as is; None: 32 for a
+            general ODE, where they let the network draw an end state that is a sharp function
+            of z, 0 for a network teacher).
         validate_every: iterations between accuracy checks (default 100; 0 for images).
         validate_n, validate_grow: the held-out states of a check, and how many times larger
             the set may grow where the mean error is unsure (its standard error above 10 % of
@@ -159,6 +161,8 @@ def distill(
         distance = "pseudo_huber" if solved > 0 and not network else "l2"
     if N is None:
         N = 100 if network else 65
+    if x_fourier is None:
+        x_fourier = 0 if network else 32
     if validate_every is None:
         validate_every = 0 if system.is_image else 100
     kind = STUDENTS.get(student)
