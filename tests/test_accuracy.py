@@ -185,3 +185,14 @@ def test_oscillator_meets_tol_from_the_defaults(oscillator_student):
     assert isinstance(oscillator_student.system, ForcedOscillator)
     checked = oscillator_student.sample(z[:16].float(), check=True)
     assert checked.error.shape == (16,) and torch.isfinite(checked.error).all()
+
+
+def test_the_warning_names_a_heavy_tail_only_where_there_is_one():
+    from odedistill.training.validation import shortfall
+
+    base = dict(error=0.02, median=0.004, steps=10, seconds=1.0, evaluations=1, tol=0.01)
+    heavy = shortfall({**base, "p95": 0.015})
+    light = shortfall({**base, "p95": 0.05})
+    assert "above the 95th percentile" in heavy and "x_fourier" in heavy
+    assert "above the 95th percentile" not in light
+    assert "0.02" in light and "tol = 0.01" in light and "met'] = False" in light

@@ -207,13 +207,20 @@ def shortfall(summary: dict, flowmap: bool = False) -> str:
         f"a flow map with more jumps (distill(..., student='flowmap', steps={2 * K}))"
         if flowmap
         else "a flow map with K jumps (distill(..., student='flowmap', steps=4), or "
-        "student='auto'), which makes each jump shorter and easier"
+        "student='auto'; measure it: each jump adds an error of its own)"
     )
+    tail = ""
+    if summary["p95"] < e:
+        tail = (
+            " The mean is above the 95th percentile: a few states far off carry it (an end "
+            "state that is a sharp function of z); more Fourier features of the state "
+            "(x_fourier) and more solved states aim at them."
+        )
     return (
         f"{what} reached a held-out norm-relative error of {e:.3g} (median {summary['median']:.3g}, "
         f"95th percentile {summary['p95']:.3g}), not the tol = {tol:g} asked for, after "
         f"{summary['steps']} steps and {summary['seconds']:.0f} s of training. Try more time "
-        f"(max_seconds, about {max(2.0, (e / tol) ** 0.5 * 2):.0f}x), {more}, a wider or deeper "
-        "network (width, depth), or states of order one (rescale the system). The student "
-        "is returned anyway, with student.validation['met'] = False."
+        f"(max_seconds, about {max(2.0, (e / tol) ** 0.5 * 2):.0f}x), a wider or deeper "
+        f"network (width, depth), {more}, or states of order one (rescale the system).{tail} "
+        "The student is returned anyway, with student.validation['met'] = False."
     )
