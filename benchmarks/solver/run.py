@@ -41,9 +41,12 @@ from benchmarks.solver.baselines import (
 )
 from benchmarks.solver.report import write_report
 from benchmarks.solver.settings import PRESETS, SolverSettings
+from benchmarks.solver.systems import EXPENSIVE
 from odedistill import UserError, git_commit, machine_info
 
 DEFAULT_OUT = "benchmarks/results/solver"
+#: the suite's systems and the expensive-f ones
+SYSTEMS = {**SUITE, **EXPENSIVE}
 
 
 def train(system, name: str, s: SolverSettings) -> tuple[Any, dict[str, Any]]:
@@ -56,7 +59,7 @@ def train(system, name: str, s: SolverSettings) -> tuple[Any, dict[str, Any]]:
     if "student" in params:
         kwargs["student"] = s.student
     else:  # distill() before its accuracy contract: the suite's grid, the budget decides
-        kwargs.update(N=SUITE[name].N, grid=SUITE[name].grid)
+        kwargs.update(N=SYSTEMS[name].N, grid=SYSTEMS[name].grid)
     with tempfile.TemporaryDirectory(prefix="bench-solver-") as tmp:
         student, cpu, wall = timed(lambda: odedistill.distill(system, run_dir=tmp, **kwargs), 1)
     validation = getattr(student, "validation", None)
@@ -88,7 +91,7 @@ def recall_of_worst(indicator: torch.Tensor, error: torch.Tensor, share: float =
 
 def measure(name: str, s: SolverSettings, log) -> dict[str, Any]:
     """Every number of one system's row."""
-    system = SUITE[name].build()
+    system = SYSTEMS[name].build()
     g = torch.Generator().manual_seed(10_000 + s.seed)
     z = system.sample_initial(s.n, g)
     cond = system.sample_condition(s.n, g)
@@ -245,7 +248,7 @@ def run_benchmark(s: SolverSettings, out: Path, command: str, preset: str, log=p
 def parse(argv: list[str] | None) -> tuple[SolverSettings, Path, str]:
     p = argparse.ArgumentParser(prog="python -m benchmarks.solver", description=__doc__)
     p.add_argument("--quick", action="store_true", help="the seconds-long preset a test runs")
-    p.add_argument("--systems", help=f"comma list of {', '.join(SUITE)}")
+    p.add_argument("--systems", help=f"comma list of {', '.join(SYSTEMS)}")
     p.add_argument("--train-seconds", type=float, help="distill()'s CPU budget per system")
     p.add_argument("--tol", type=float, help="distill()'s accuracy target, where it takes one")
     p.add_argument("--n", type=int, help="held-out states timed")
@@ -256,9 +259,11 @@ def parse(argv: list[str] | None) -> tuple[SolverSettings, Path, str]:
     s = PRESETS[preset]
     if a.systems:
         names = tuple(x.strip() for x in a.systems.split(",") if x.strip())
-        unknown = [x for x in names if x not in SUITE]
+        unknown = [x for x in names if x not in SYSTEMS]
         if unknown:
-            raise UserError(f"unknown system {unknown[0]!r}; the suite has {', '.join(SUITE)}")
+            raise UserError(
+                f"unknown system {unknown[0]!r}; the benchmark has {', '.join(SYSTEMS)}"
+            )
         s = dataclasses.replace(s, systems=names)
     given = (("train_seconds", a.train_seconds), ("tol", a.tol), ("n", a.n), ("student", a.student))
     for field, value in given:

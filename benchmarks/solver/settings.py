@@ -20,6 +20,7 @@ class SolverSettings:
         "oscillator",
         "kepler",
         "vdp_stiff",
+        "neural",
     )
     #: distill()'s budget in process CPU seconds, and its accuracy target where distill() has one
     train_seconds: float = 60.0
