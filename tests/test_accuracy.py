@@ -174,7 +174,7 @@ def oscillator_student():
 
 def test_oscillator_meets_tol_from_the_defaults(oscillator_student):
     v = oscillator_student.validation
-    assert v["met"] and v["error"] <= 1e-2 and v["evaluations"] == 1
+    assert v["met"] and v["error"] + v["error_se"] <= 1e-2 and v["evaluations"] == 1
     system = ForcedOscillator()
     z = system.sample_initial(300, torch.Generator().manual_seed(99), dtype=torch.float64)
     exact = odedistill.solve_reference(system, z)

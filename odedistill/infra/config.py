@@ -274,8 +274,8 @@ class TrainConfig:
     tol: float = _f(
         0.0,
         "the accuracy contract: stop at the first validation check whose norm-relative error "
-        "mean|x - x*| / mean|x*| on the held-out states is <= tol (0 = off; needs "
-        "train.validate_every)",
+        "mean|x - x*| / mean|x*| on the held-out states, plus its standard error, is <= tol "
+        "(0 = off; needs train.validate_every)",
         lo=0,
     )
     stop_at_ratio: float = _f(
