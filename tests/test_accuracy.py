@@ -116,7 +116,7 @@ class Spread(Decay):
 
 def test_the_held_out_set_grows_until_its_mean_is_sure():
     """8 states of a heavy-tailed error read its mean to no better than about 35 %: the set is
-    drawn again 4x larger until the standard error is at most 10 % of the mean, and the
+    drawn again 4x larger until the standard error is at most 5 % of the mean, and the
     reported error is the student's on exactly that set (its own seed per size)."""
     from odedistill.infra.config_eval import EvalConfig
     from odedistill.training import validation as V

@@ -127,7 +127,7 @@ def distill(
             of z, 0 for a network teacher).
         validate_every: iterations between accuracy checks (default 100; 0 for images).
         validate_n, validate_grow: the held-out states of a check, and how many times larger
-            the set may grow where the mean error is unsure (its standard error above 10 % of
+            the set may grow where the mean error is unsure (its standard error above 5 % of
             it: a heavy tail of rare, large errors); 1 = a fixed set.
         stop_at_ratio: also stop once two checks read error / Euler(N − 1)'s <= this.
         hard_states, hard_pool, hard_weighted: hard-state replay (``train.hard_states``): this

@@ -259,7 +259,7 @@ class TrainConfig:
     validate_grow: int = _f(
         1,
         "the held-out set may grow to this many times train.validate_n: a check whose mean "
-        "error has a standard error above 10 % of it draws a set 4x larger (solved then) and "
+        "error has a standard error above 5 % of it draws a set 4x larger (solved then) and "
         "reads again, until it does not or the set is this large (a heavy tail of rare, large "
         "errors needs thousands of states to measure; 1 = a fixed set)",
         lo=1,
