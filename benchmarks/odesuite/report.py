@@ -63,6 +63,20 @@ def summary(results: dict[str, Any]) -> list[str]:
                 f"{sum(r['error_big'] <= final['tol'] for r in big)} of {len(big)}; over the "
                 f"returned validation.error: {min(ratio):.2f} to {max(ratio):.2f}."
             )
+            spread = [
+                (r["system"], lo / r["error_big"], hi / r["error_big"])
+                for r in big
+                if r.get("big_chunk_means")
+                for lo, hi in [r["big_chunk_means"]]
+            ]
+            if spread:
+                wide = max(spread, key=lambda x: x[2] / x[1])
+                out.append(
+                    f"- What {final['test_n']} states can read: the means of disjoint sets of "
+                    f"{final['test_n']} among the {n} lie within {min(x[1] for x in spread):.2f}"
+                    f" to {max(x[2] for x in spread):.2f} of the {n}-state mean (widest: "
+                    f"{wide[0]}, {wide[1]:.2f} to {wide[2]:.2f})."
+                )
     ab = results.get("ablation")
     if ab:
         geo = {v: _geo([r["error"] for r in rows]) for v, rows in _ablation_rows(ab).items()}

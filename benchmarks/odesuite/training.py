@@ -93,6 +93,10 @@ def distill_system(
         exact = b["exact"].flatten(1)
         per = (xb.flatten(1) - exact).norm(dim=1) / exact.norm(dim=1).mean()
         big = {"error_big": float(per.mean()), "p99_big": float(per.quantile(0.99))}
+        if s.big_n >= 2 * s.test_n:  # what a test set of test_n states can read instead
+            k = s.big_n // s.test_n
+            means = per[: k * s.test_n].reshape(k, s.test_n).mean(dim=1)
+            big["big_chunk_means"] = [float(means.min()), float(means.max())]
     curve = [
         {
             "step": r["step"],
