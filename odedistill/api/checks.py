@@ -38,6 +38,7 @@ DISTILL_FIELDS: dict[str, str] = {
     "normalise_output": "student.normalise_output",
     "time_input": "student.time",
     "x_fourier": "student.x_fourier",
+    "x_fourier_max": "student.x_fourier_max",
     "width": "student.width",
     "depth": "student.depth",
     "validate_every": "train.validate_every",
