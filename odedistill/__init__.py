@@ -61,6 +61,7 @@ _EXPORTS = {
     "heun": "odedistill.solvers",
     "solve_reference": "odedistill.solvers",
     "trajectory_errors": "odedistill.solvers",
+    "sample_errors": "odedistill.solvers",
     "ODESystem": "odedistill.systems.base",
     "FlowMatchingODE": "odedistill.systems.flow_matching",
     "LinearODE": "odedistill.systems.linear",
@@ -168,6 +169,7 @@ __all__ = [
     "residual_loss",
     "ring_mixture",
     "run_recipe",
+    "sample_errors",
     "semigroup_loss",
     "solve_reference",
     "trajectory_errors",
@@ -269,7 +271,13 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and editors
         Upwind,
         make_scheme,
     )
-    from odedistill.solvers import euler, heun, solve_reference, trajectory_errors
+    from odedistill.solvers import (
+        euler,
+        heun,
+        sample_errors,
+        solve_reference,
+        trajectory_errors,
+    )
     from odedistill.systems.base import ODESystem
     from odedistill.systems.flow_matching import FlowMatchingODE
     from odedistill.systems.linear import LinearODE

@@ -92,6 +92,9 @@ def test_trajectory_errors_are_norm_relative():
     assert e["error"] == pytest.approx((1 + 0.5) / 4 / scale)
     assert e["median"] == pytest.approx(0.25 / scale)  # per-sample 0, 0, 0.5, 1 over scale
     assert e["p95"] == pytest.approx((0.5 + 0.85 * 0.5) / scale)
+    per = odedistill.sample_errors(x, exact)
+    assert per.dtype == torch.float64
+    assert per.tolist() == pytest.approx([1 / scale, 0.5 / scale, 0.0, 0.0])
 
 
 def test_budget_too_small_warns_and_reports_met_false():

@@ -15,7 +15,7 @@ import torch
 import odedistill
 from benchmarks.odesuite.settings import SuiteSettings, Variant
 from benchmarks.odesuite.systems import SUITE
-from odedistill import load_average, relative_error, trajectory_errors
+from odedistill import load_average, relative_error, sample_errors, trajectory_errors
 
 
 def loadavg() -> list[float]:
@@ -90,8 +90,7 @@ def distill_system(
         with torch.no_grad():
             c = None if b["cond"] is None else b["cond"].float()
             xb = student.sample(b["z"].float(), c, steps=v["evaluations"]).double()
-        exact = b["exact"].flatten(1)
-        per = (xb.flatten(1) - exact).norm(dim=1) / exact.norm(dim=1).mean()
+        per = sample_errors(xb, b["exact"])
         big = {"error_big": float(per.mean()), "p99_big": float(per.quantile(0.99))}
         if s.big_n >= 2 * s.test_n:  # what a test set of test_n states can read instead
             k = s.big_n // s.test_n

@@ -34,7 +34,14 @@ import torch
 
 from odedistill.infra.build import Session, reported_weights, weights_of
 from odedistill.models.flowmap import sample_times
-from odedistill.solvers import euler, heun, solve_reference, trajectory_errors
+from odedistill.solvers import (
+    error_summary,
+    euler,
+    heun,
+    sample_errors,
+    solve_reference,
+    trajectory_errors,
+)
 from odedistill.systems.base import ODESystem
 from odedistill.training.callbacks import Callback
 
@@ -120,9 +127,8 @@ class Validation(Callback):
         dtype = next(model.parameters()).dtype
         x = model.sample(self.z.to(device, dtype), cond, steps=self.steps, times=self.times)
         model.train(was_training)
-        e = trajectory_errors(x, self.exact)
-        x64, exact = x.double().flatten(1).cpu(), self.exact.flatten(1)
-        per = (x64 - exact).norm(dim=1)
+        per = sample_errors(x, self.exact)
+        e = error_summary(per)
         n = per.shape[0]
         rse = float(per.std() / per.mean().clamp_min(1e-300)) / n**0.5 if n > 1 else 0.0
         record = {
