@@ -126,6 +126,31 @@ def test_defect_indicator_is_fourth_order_on_a_linear_ode(z):
     assert defect[-1] < 1e-6 < 1e-4 < linear[-1]
 
 
+def test_adaptive_defect_refines_until_the_estimate_holds(z):
+    """A path whose error oscillates fast, sin(150 τ) ε z: on the 32 and 64 nodes a fixed check
+    starts and stops at, the extrapolation is far off; the default check (points=None) doubles
+    the nodes of each sample until two extrapolations agree, and lands on the true error."""
+
+    class Fast(TrajectoryModel):
+        t_start, t_end = SYSTEM.t_start, SYSTEM.t_end
+
+        def forward(self, z, t, cond=None):
+            tau = ((t - self.t_start) / (self.t_end - self.t_start))[:, None]
+            return SYSTEM.exact_solution(z, t) + 1e-2 * (torch.sin(150 * tau) + tau) * z
+
+    model = Fast().attach(SYSTEM)
+    t_end = torch.full((z.shape[0],), SYSTEM.t_end, dtype=z.dtype)
+    err = (model.sample(z) - SYSTEM.exact_solution(z, t_end)).norm(dim=1)
+    for points in (32, 64):
+        assert ((model.residual(z, points=points) - err).abs() / err).max() > 0.5
+    error, nodes = model.residual(z, with_nodes=True)
+    assert torch.allclose(error, err, rtol=1e-2)
+    assert (nodes > 64).all() and (nodes <= 512).all()
+    assert torch.equal(model.sample(z, check=True).error, error)
+    easy = ExactTrajectory(SYSTEM, 1e-2).attach(SYSTEM)  # a smooth path: done at the start
+    assert (easy.residual(z, with_nodes=True)[1] == 32).all()
+
+
 def test_defect_indicator_is_exact_where_the_linearisation_is_not():
     """A path 30 % off the logistic trajectory in mid-course and 2 % off at the end: e' =
     ∂_t x − f(x − e) holds exactly, so the defect indicator finds |x(T) − x*(T)|; the
@@ -172,6 +197,7 @@ def test_flow_map_error_is_carried_across_jumps(z):
     fm = ExactFlowMap(SYSTEM, 1e-2).attach(SYSTEM)
     err = true_error(fm, z, steps=3, times=times)
     assert torch.allclose(fm.residual(z, steps=3, times=times, points=64), err, rtol=1e-3)
+    assert torch.allclose(fm.residual(z, steps=3, times=times), err, rtol=1e-2)  # adaptive
 
 
 def test_residual_of_a_network_student_matches_finite_differences(z):

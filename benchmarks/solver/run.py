@@ -120,6 +120,12 @@ def measure(name: str, s: SolverSettings, log) -> dict[str, Any]:
         "recall_worst_5pct": recall_of_worst(checked.error, per_sample),
         "indicator_over_error_median": float((checked.error / per_sample).median()),
     }
+    if s.points is None and checked.error.shape[0]:  # the nodes each sample took
+        _, used = student.residual(z, cond, steps=K, with_nodes=True)
+        row["check"]["nodes"] = {
+            "mean": float(used.double().mean()),
+            "share": {str(m): float((used == m).double().mean()) for m in used.unique().tolist()},
+        }
     for kind in ("linear", "integral"):
         other = student.residual(z, cond, steps=K, points=s.points, kind=kind)
         row["check"][f"spearman_{kind}"] = spearman(other, per_sample)

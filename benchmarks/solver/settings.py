@@ -34,11 +34,12 @@ class SolverSettings:
     n_per_sample: int = 100
     #: timing repeats (the least CPU time counts)
     repeats: int = 3
-    #: nodes per jump of the residual check
-    points: int = 64
-    #: fewer nodes, each scored once (cost and ranking against points; even, as the default
-    #: 'defect' indicator also steps on half of them)
-    points_sweep: tuple[int, ...] = (8, 16, 32)
+    #: nodes per jump of the residual check: None, the default, adapts them per sample
+    #: ('defect': 32 doubled up to 512 until the estimate converges; 'linear', 'integral': 64)
+    points: int | None = None
+    #: fixed nodes, each scored once (cost and ranking beside the adaptive check; even, as
+    #: 'defect' also steps on half of them)
+    points_sweep: tuple[int, ...] = (16, 32, 64)
 
 
 PRESETS: dict[str, SolverSettings] = {
@@ -49,7 +50,6 @@ PRESETS: dict[str, SolverSettings] = {
         n=256,
         n_per_sample=4,
         repeats=1,
-        points=8,
         points_sweep=(4,),
     ),
 }

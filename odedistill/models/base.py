@@ -11,7 +11,6 @@ from torch import nn
 from odedistill.errors import UserError
 from odedistill.models.curve import Curve
 from odedistill.models.trust import (
-    POINTS,
     Checked,
     Fallback,
     checked_sample,
@@ -127,13 +126,13 @@ class TrajectoryModel(nn.Module):
         threshold: float | None = None,
         fraction: float | None = None,
         system: ODESystem | None = None,
-        points: int = POINTS,
+        points: int | None = None,
     ) -> torch.Tensor | Checked:
         """One-step solution ``x(z, t_end)`` (a flow map: ``steps`` jumps over ``times``).
 
         With ``check`` (or a ``fallback``) returns ``Checked(x, error, resolved)``: ``error`` is
-        the per-sample a-posteriori indicator of |x − x*| (``residual``, on ``points`` nodes per
-        jump); ``fallback='solver'`` (or a function (z, cond) -> x) re-solves the samples whose
+        the per-sample a-posteriori indicator of |x − x*| (``residual``; ``points`` nodes per
+        jump, or None: as many as each sample's estimate needs); ``fallback='solver'`` (or a function (z, cond) -> x) re-solves the samples whose
         indicator exceeds ``threshold``, or the worst ``fraction`` of them, with the reference
         solver (``odedistill.solve_reference``). ``system`` defaults to ``attach``'s.
         """
@@ -155,21 +154,25 @@ class TrajectoryModel(nn.Module):
         times: list[float] | None = None,
         *,
         system: ODESystem | None = None,
-        points: int = POINTS,
+        points: int | None = None,
         kind: str = "auto",
-    ) -> torch.Tensor:
+        with_nodes: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Per-sample a-posteriori error indicator (B,) from r(t) = ∂_t x − f(x, t) along the path.
 
         'defect' (states of up to 32 numbers): |e(t_end)| of e' = ∂_t x − f(x − e, t),
         e(t_start) = 0, by the implicit trapezoid rule on ``points`` and ``points`` / 2 steps
-        and Richardson's extrapolation; 'linear': e' = J e + r, its first-order form;
-        'integral': ∫|r| dt (``odedistill.models.trust``).
-        Costs about 3 (``points`` + 1) evaluations of the student per jump.
+        and Richardson's extrapolation; with ``points`` None (the default) on 32 nodes per jump
+        first, doubled for each sample whose estimate has not converged (to within 10 %), up
+        to 512; 'linear': e' = J e + r, its first-order form; 'integral': ∫|r| dt (both on 64
+        nodes unless ``points`` says otherwise; ``odedistill.models.trust``).
+        Costs about 3 evaluations of the student per node and jump. ``with_nodes``: returns
+        ``(indicator, nodes)``, the nodes per jump each sample took (B,).
         """
         z, cond = self.sample_inputs(z, cond)
         times = self.sample_steps(steps, times)
         system = resolve_system(self, system)
-        return residual_indicator(self, z, cond, times, system, points, kind)
+        return residual_indicator(self, z, cond, times, system, points, kind, with_nodes)
 
 
 #: samples larger than this many times (1 + the largest |z|) have exploded

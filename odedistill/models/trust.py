@@ -47,10 +47,21 @@ Path = Any
 KINDS = ("defect", "linear", "integral")
 #: the largest state size 'auto' picks 'defect' for (it builds d x d Jacobians)
 LINEAR_MAX_DIM = 32
-#: nodes per jump of the default check
+#: nodes per jump of a fixed-node check ('linear', 'integral', or points= given)
 POINTS = 64
 #: path evaluations (samples x nodes) held at once
 CHUNK_ROWS = 1 << 16
+#: path evaluations per forward-mode call (larger blocks are slower on a CPU: cache)
+PATH_ROWS = 1 << 14
+#: the adaptive 'defect' check: nodes per jump it starts at and the most it refines to
+START_POINTS = 32
+MAX_POINTS = 512
+#: a sample's estimate has converged when two successive extrapolations differ by at most
+#: CHECK_RTOL of it plus CHECK_ATOL times the batch's mean |x(t_end)|
+CHECK_RTOL = 0.1
+CHECK_ATOL = 1e-4
+#: samples refined together by the adaptive check (its node cache grows with them)
+ADAPTIVE_CHUNK = 2048
 
 Pieces = Iterator[tuple["Path", float, float]]
 Fallback = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -70,33 +81,49 @@ def _float64(a: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _jacobians(system: ODESystem, x: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
-    """J = ∂f/∂x at the rows of x (R, d) as (R, d, d), from d forward-mode derivatives."""
+    """J = ∂f/∂x at the rows of x (R, d) as (R, d, d): d forward-mode derivatives, all in one
+    call of f on the rows repeated d times (column j's tangent is the j-th unit vector)."""
     R, d = x.shape
-    shape = (R, *system.state_shape)
+    shape = (d * R, *system.state_shape)
+    tt = t.repeat(d)
+    cc = None if cond is None else cond.repeat(d, *([1] * (cond.dim() - 1)))
 
     def f(y: torch.Tensor) -> torch.Tensor:
-        return system.f(y.reshape(shape), t, cond).reshape(R, d)
+        return system.f(y.reshape(shape), tt, cc).reshape(d * R, d)
 
-    cols = []
-    for j in range(d):
-        e_j = torch.zeros_like(x)
-        e_j[:, j] = 1
-        load_jvp_decompositions()
-        cols.append(jvp(f, (x,), (e_j,))[1])
-    return torch.stack(cols, dim=2)
+    tangents = torch.eye(d, dtype=x.dtype, device=x.device).repeat_interleave(R, dim=0)
+    load_jvp_decompositions()
+    cols = jvp(f, (x.repeat(d, 1),), (tangents,))[1]  # (d R, d), row j R + r: J[r] e_j
+    return cols.reshape(d, R, d).permute(1, 2, 0)
+
+
+def uniform_nodes(s: float, t: float, points: int, device=None) -> torch.Tensor:
+    """``points`` + 1 equally spaced times from s to t, in float64."""
+    return s + (t - s) * torch.linspace(0, 1, points + 1, dtype=torch.float64, device=device)
+
+
+def path_at(path: Path, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The path and its time derivative at the times ``nodes`` (P,), in float64: x and v, each
+    (P, B, d); one forward-mode derivative per block of about PATH_ROWS evaluations."""
+    B = path.inputs[0].shape[0]
+    per_call = max(1, PATH_ROWS // B)
+    load_jvp_decompositions()
+    xs, vs = [], []
+    for lo in range(0, nodes.shape[0], per_call):
+        block = nodes[lo : lo + per_call]
+        tt = block.repeat_interleave(B).to(path.dtype)
+        inputs = [None if a is None else torch.cat([a] * block.shape[0]) for a in path.inputs]
+        x, v = jvp(lambda u, inputs=inputs: path.fn(u, *inputs), (tt,), (torch.ones_like(tt),))
+        xs.append(x.double().reshape(block.shape[0], B, -1))
+        vs.append(v.double().reshape(block.shape[0], B, -1))
+    return torch.cat(xs), torch.cat(vs)
 
 
 def path_nodes(path: Path, s: float, t: float, points: int):
     """The path and its time derivative at ``points`` + 1 uniform nodes from s to t, in float64:
     (nodes (M+1,), x (M+1, B, d), v (M+1, B, d))."""
-    B, M, dev = path.inputs[0].shape[0], points, path.inputs[0].device
-    nodes = s + (t - s) * torch.linspace(0, 1, M + 1, dtype=torch.float64, device=dev)
-    t_all = nodes.repeat_interleave(B)
-    inputs = [None if a is None else torch.cat([a] * (M + 1)) for a in path.inputs]
-    tt = t_all.to(path.dtype)
-    load_jvp_decompositions()
-    x, v = jvp(lambda u: path.fn(u, *inputs), (tt,), (torch.ones_like(tt),))
-    return nodes, x.double().reshape(M + 1, B, -1), v.double().reshape(M + 1, B, -1)
+    nodes = uniform_nodes(s, t, points, path.inputs[0].device)
+    return nodes, *path_at(path, nodes)
 
 
 def _f(system: ODESystem, y: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
@@ -184,22 +211,106 @@ def resolve_system(model: TrajectoryModel, system: ODESystem | None) -> ODESyste
     return system
 
 
+def adaptive_defect(
+    model: TrajectoryModel,
+    z: torch.Tensor,
+    cond: torch.Tensor | None,
+    times: list[float],
+    system: ODESystem,
+    start: int = START_POINTS,
+    most: int = MAX_POINTS,
+    rtol: float = CHECK_RTOL,
+    atol: float = CHECK_ATOL,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 'defect' indicator (B,) with nodes doubled, sample by sample, until it has converged,
+    and the nodes per jump each sample took (B,).
+
+    On M nodes per jump the trapezoid passes run on M, M / 2 and M / 4 steps; their two
+    Richardson extrapolations R(M/2, M) and R(M/4, M/2) are fourth order, and where they differ
+    by at most ``rtol`` |R(M/2, M)| + ``atol`` mean |x(t_end)| the sample is done (its estimate
+    then off by about a fifteenth of that). The others get M doubled, the path evaluated at the
+    new midpoints only, up to ``most`` nodes, where the last estimate stands.
+    """
+    B, d = z.shape[0], math.prod(system.state_shape)
+    c64 = _float64(cond)
+    result = torch.full((B,), torch.inf, dtype=torch.float64, device=z.device)
+    used = torch.zeros(B, dtype=torch.long, device=z.device)
+    active = torch.arange(B, device=z.device)
+    cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+    M, scale = start, None
+    while True:
+        zc = z[active]
+        cc = None if cond is None else cond[active]
+        ca = None if c64 is None else c64[active]
+        e = zc.new_zeros((zc.shape[0], 3, d), dtype=torch.float64)
+        fresh = []
+        for k, (path, s, t) in enumerate(model.pieces(zc, cc, times)):
+            nodes = uniform_nodes(s, t, M, z.device)
+            if cache:
+                x_old, v_old = cache[k]
+                x_mid, v_mid = path_at(path, nodes[1::2])
+                x = x_old.new_empty((M + 1, *x_old.shape[1:]))
+                v = torch.empty_like(x)
+                x[0::2], x[1::2], v[0::2], v[1::2] = x_old, x_mid, v_old, v_mid
+            else:
+                x, v = path_at(path, nodes)
+            fresh.append((x, v))
+            for i, stride in enumerate((4, 2, 1)):
+                e[:, i] = defect_pass(system, nodes, x, v, e[:, i], ca, stride)
+        if scale is None:
+            scale = float(fresh[-1][0][-1].norm(dim=1).mean())
+        fine = (4 * e[:, 2] - e[:, 1]) / 3
+        coarse = (4 * e[:, 1] - e[:, 0]) / 3
+        estimate = fine.norm(dim=1)
+        gap = (fine - coarse).norm(dim=1)
+        done = (gap <= rtol * estimate + atol * scale) | ~torch.isfinite(estimate)
+        if 2 * M > most:
+            done[:] = True
+        result[active[done]] = estimate[done]
+        used[active[done]] = M
+        if bool(done.all()):
+            return result, used
+        keep = ~done
+        active = active[keep]
+        cache = [(x[:, keep], v[:, keep]) for x, v in fresh]
+        M *= 2
+
+
 def residual_indicator(
     model: TrajectoryModel,
     z: torch.Tensor,
     cond: torch.Tensor | None,
     times: list[float],
     system: ODESystem,
-    points: int = POINTS,
+    points: int | None = None,
     kind: str = "auto",
-) -> torch.Tensor:
+    with_nodes: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The per-sample error indicator (B,) of ``model``'s K-jump sample over ``times``;
-    ``inf`` where it is not finite."""
+    ``inf`` where it is not finite. ``points`` None: 'defect' adapts its nodes per sample
+    (``adaptive_defect``), the others take POINTS. ``with_nodes``: also the nodes per jump
+    each sample took (B,)."""
     d = math.prod(system.state_shape)
     if kind == "auto":
         kind = "defect" if d <= LINEAR_MAX_DIM else "integral"
     if kind not in KINDS:
         raise UserError(f"residual kind must be 'auto' or one of {', '.join(KINDS)}, not {kind!r}")
+    if points is None and kind == "defect":
+        with torch.no_grad():
+            parts = [
+                adaptive_defect(
+                    model,
+                    z[lo : lo + ADAPTIVE_CHUNK],
+                    None if cond is None else cond[lo : lo + ADAPTIVE_CHUNK],
+                    times,
+                    system,
+                )
+                for lo in range(0, z.shape[0], ADAPTIVE_CHUNK)
+            ]
+        error = torch.cat([e for e, _ in parts])
+        error = torch.where(torch.isfinite(error), error, torch.inf)
+        return (error, torch.cat([n for _, n in parts])) if with_nodes else error
+    points = POINTS if points is None else points
     if points < 1 or (kind == "defect" and points % 2):
         raise UserError(
             f"the residual check needs points >= 1 (an even number for 'defect', which also "
@@ -220,7 +331,8 @@ def residual_indicator(
                 e = (4 * e[:, 1] - e[:, 0]) / 3
             out.append(e.norm(dim=1))
     error = torch.cat(out)
-    return torch.where(torch.isfinite(error), error, torch.inf)
+    error = torch.where(torch.isfinite(error), error, torch.inf)
+    return (error, torch.full_like(error, points, dtype=torch.long)) if with_nodes else error
 
 
 def flagged(error: torch.Tensor, threshold: float | None, fraction: float | None) -> torch.Tensor:
@@ -247,7 +359,7 @@ def checked_sample(
     fallback: str | Fallback | None,
     threshold: float | None,
     fraction: float | None,
-    points: int,
+    points: int | None,
 ) -> Checked:
     """The sample x with its indicator, flagged samples replaced by ``fallback``'s solution."""
     error = residual_indicator(model, z, cond, times, system, points)
