@@ -130,6 +130,38 @@ FAMILIES = [
         "the Eulerian residual by a forward difference along (f, 1) (student.fd_step)",
         problems=["ring", "pendulum"],
     ),
+    # sCM's stabilisers of the Eulerian residual, each measured beside it: the target's shift
+    # g normalised (g/(‖g‖ + c)) or clipped (‖g‖ <= c), and the learned loss weight
+    Family(
+        "eulerian, normalised tangent",
+        ["student.residual='eulerian'", "scheme.kind='autodiff'", "student.tangent='normalise'"],
+        "the Eulerian family with sCM's tangent normalisation g/(‖g‖ + c), c = 0.1",
+        problems=["ring", "pendulum"],
+    ),
+    Family(
+        "eulerian, clipped tangent",
+        ["student.residual='eulerian'", "scheme.kind='autodiff'", "student.tangent='clip'"],
+        "the Eulerian family with the shift's norm clipped at c = 0.1",
+        problems=["ring", "pendulum"],
+    ),
+    Family(
+        "eulerian, adaptive weight",
+        ["student.residual='eulerian'", "scheme.kind='autodiff'", "student.adaptive_weight=true"],
+        "the Eulerian family with sCM's learned loss weight w(s, t) (e^{-w} loss + w)",
+        problems=["ring", "pendulum"],
+    ),
+    Family(
+        "eulerian, uniform times, normalised tangent",
+        [
+            "student.residual='eulerian'",
+            "scheme.kind='autodiff'",
+            "student.tangent='normalise'",
+            "student.sources='uniform'",
+        ],
+        "the Eulerian family with s at any grid point, t anywhere after it (dense s, where the "
+        "raw tangent diverged), normalised",
+        problems=["ring", "pendulum"],
+    ),
     # the semigroup's rise with K on the ring: its weight, and sources at every grid point (its
     # midpoint u is anywhere between s and t, where the sampler's sources never put s)
     Family(
