@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from benchmarks.residuals.budgets import budget_lines, decreasing  # noqa: E402
+from benchmarks.residuals.budgets import budget_lines, curves, decreasing, kept  # noqa: E402
 from benchmarks.residuals.settings import ERR, NFES, REFERENCE  # noqa: E402
 
 PLOT = "error_vs_nfe.png"
@@ -255,7 +255,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "",
         "## Targets",
         "",
-        *targets(results, summ),
+        *targets(results, summ, out),
         "",
         "## Other budgets",
         "",
@@ -270,7 +270,9 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     return path
 
 
-def targets(results: dict[str, Any], summ: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+def targets(
+    results: dict[str, Any], summ: dict[tuple[str, str], dict[str, Any]], out: Path | None = None
+) -> list[str]:
     """The issue's targets, measured and stated, never asserted."""
     lines = []
     ring = {f: s for (p, f), s in summ.items() if p == "ring" and ERR in s}
@@ -298,6 +300,52 @@ def targets(results: dict[str, Any], summ: dict[tuple[str, str], dict[str, Any]]
         lines.append(
             f"- {f}: error decreasing from 1 to 8 evaluations on {len(mono)} of "
             f"{len(main_problems)} problems ({', '.join(mono) or 'none'}; target: at least 2)."
+        )
+    lines += across_budgets(results, summ, out, main_problems)
+    return lines
+
+
+def across_budgets(
+    results: dict[str, Any],
+    summ: dict[tuple[str, str], dict[str, Any]],
+    out: Path | None,
+    main_problems: list[str],
+) -> list[str]:
+    """Per family, per problem: whether its mean error decreases from 1 to 8 evaluations in
+    this run and in each run kept in budgets/, by budget."""
+    here = results["meta"]["budget_cpu_seconds"]
+    by: dict[tuple[str, str], list[tuple[float, bool]]] = {}
+    for (p, f), s in summ.items():
+        if p in main_problems and monotone(s) is not None:
+            by.setdefault((f, p), []).append((here, bool(monotone(s))))
+    for res in kept(out) if out is not None else []:
+        budget = res["meta"]["budget_cpu_seconds"]
+        for (p, f), per_seed in curves(res).items():
+            if p in main_problems:
+                n = len(per_seed)
+                mean = [sum(c[j] for c in per_seed.values()) / n for j in range(len(NFES))]
+                by.setdefault((f, p), []).append((budget, decreasing(mean)))
+    if not by:
+        return []
+    lines = [
+        "",
+        "Every measurement of the same target, this run's and those under Other budgets: per "
+        "family and problem, each run's CPU-s per map and whether its mean error decreases from "
+        "1 to 8 evaluations.",
+        "",
+    ]
+    for f in dict.fromkeys(f for f, _ in by):
+        cells, count = [], 0
+        for p in main_problems:
+            got = sorted(by.get((f, p), []))
+            if got:
+                count += any(d for _, d in got)
+                cells.append(
+                    f"{p} " + " · ".join(f"{b:g} s {'yes' if d else 'no'}" for b, d in got)
+                )
+        lines.append(
+            f"- {f}: " + "; ".join(cells) + f" — decreasing in some run on {count} of "
+            f"{len(main_problems)}."
         )
     return lines
 
