@@ -104,3 +104,14 @@ def test_other_budgets_list_every_family_and_seed(quick_run, tmp_path):
         assert f"{r['seed']}: " + " · ".join(f"{e:.4g}" for e in curve) in row
         # one seed: the mean curve is the seed's
         assert row.split(" | ")[4] == ("yes" if decreasing(curve) else "no")
+    # the Targets section lists both measurements of each family's curve, by budget
+    targets = (dest / "report.md").read_text().split("## Targets")[1].split("## Other budgets")[0]
+    targets = targets.split("Every measurement of the same target")[1]
+    base = results["meta"]["budget_cpu_seconds"]
+    for r in results["runs"]:
+        curve = [r["by_nfe"][str(K)]["trajectory_rel_error"] for K in NFES]
+        mark = "yes" if decreasing(curve) else "no"
+        line = next(ln for ln in targets.splitlines() if ln.startswith(f"- {r['family']}: "))
+        assert f"ring {base:g} s {mark} · 2.5 s {mark}" in line or (
+            f"ring 2.5 s {mark} · {base:g} s {mark}" in line
+        )
