@@ -9,7 +9,15 @@ import sys
 import pytest
 import torch
 
-from odedistill import MLP, FlowMap, LinearODE, ODESystem, UserError, solve_reference
+from odedistill import (
+    MLP,
+    AccuracyWarning,
+    FlowMap,
+    LinearODE,
+    ODESystem,
+    UserError,
+    solve_reference,
+)
 from odedistill.infra.students import rebuild_system
 from odedistill.models.base import TrajectoryModel
 from odedistill.models.parametrisation import Parametrisation
@@ -149,6 +157,25 @@ def test_adaptive_defect_refines_until_the_estimate_holds(z):
     assert torch.equal(model.sample(z, check=True).error, error)
     easy = ExactTrajectory(SYSTEM, 1e-2).attach(SYSTEM)  # a smooth path: done at the start
     assert (easy.residual(z, with_nodes=True)[1] == 32).all()
+
+
+def test_adaptive_defect_says_when_its_estimate_has_not_settled(z):
+    """A path off by ε |τ − 1/3|^½ z, whose velocity is infinite at τ = 1/3: no trapezoid rule
+    reaches its h⁴ regime, the extrapolations' gaps shrink too slowly to settle, and an
+    AccuracyWarning names the samples; the nodes given are the most."""
+
+    class Rough(TrajectoryModel):
+        t_start, t_end = SYSTEM.t_start, SYSTEM.t_end
+
+        def forward(self, z, t, cond=None):
+            tau = ((t - self.t_start) / (self.t_end - self.t_start))[:, None]
+            return SYSTEM.exact_solution(z, t) + 1e-2 * (tau - 1 / 3).abs().sqrt() * z
+
+    with pytest.warns(
+        AccuracyWarning, match=f"{z.shape[0]} of {z.shape[0]} samples had not settled"
+    ):
+        _, nodes = Rough().attach(SYSTEM).residual(z, with_nodes=True)
+    assert (nodes == 512).all()
 
 
 def test_defect_indicator_is_exact_where_the_linearisation_is_not():
