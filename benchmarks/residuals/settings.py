@@ -92,6 +92,9 @@ def problems(width: int, depth: int, channels: int, heldout: int, quick: bool) -
     ]
 
 
+#: the Eulerian family's residual and scheme, which its stabilised variants extend
+EULERIAN = ["student.residual='eulerian'", "scheme.kind='autodiff'"]
+
 #: the families compared, each with its scheme; ``problems``: run on these only (None: all)
 FAMILIES = [
     Family(
@@ -101,7 +104,7 @@ FAMILIES = [
     ),
     Family(
         "eulerian",
-        ["student.residual='eulerian'", "scheme.kind='autodiff'"],
+        [*EULERIAN],
         "∂_s X + ∇_x X·f(x_s, s) = 0: the teacher at the source, one JVP along (f, 1), "
         "stop-gradient target (sCM)",
     ),
@@ -131,36 +134,32 @@ FAMILIES = [
         problems=["ring", "pendulum"],
     ),
     # sCM's stabilisers of the Eulerian residual, each measured beside it: the target's shift
-    # g normalised (g/(‖g‖ + c)) or clipped (‖g‖ <= c), and the learned loss weight
-    Family(
-        "eulerian, normalised tangent",
-        ["student.residual='eulerian'", "scheme.kind='autodiff'", "student.tangent='normalise'"],
-        "the Eulerian family with sCM's tangent normalisation g/(‖g‖ + c), c = 0.1",
-        problems=["ring", "pendulum"],
-    ),
-    Family(
-        "eulerian, clipped tangent",
-        ["student.residual='eulerian'", "scheme.kind='autodiff'", "student.tangent='clip'"],
-        "the Eulerian family with the shift's norm clipped at c = 0.1",
-        problems=["ring", "pendulum"],
-    ),
-    Family(
-        "eulerian, adaptive weight",
-        ["student.residual='eulerian'", "scheme.kind='autodiff'", "student.adaptive_weight=true"],
-        "the Eulerian family with sCM's learned loss weight w(s, t) (e^{-w} loss + w)",
-        problems=["ring", "pendulum"],
-    ),
-    Family(
-        "eulerian, uniform times, normalised tangent",
-        [
-            "student.residual='eulerian'",
-            "scheme.kind='autodiff'",
-            "student.tangent='normalise'",
-            "student.sources='uniform'",
-        ],
-        "the Eulerian family with s at any grid point, t anywhere after it (dense s, where the "
-        "raw tangent diverged), normalised",
-        problems=["ring", "pendulum"],
+    # g normalised (g/(‖g‖ + c)) or clipped (‖g‖ <= c), the learned loss weight, and dense s
+    *(
+        Family(f"eulerian, {name}", [*EULERIAN, *extra], about, problems=["ring", "pendulum"])
+        for name, extra, about in [
+            (
+                "normalised tangent",
+                ["student.tangent='normalise'"],
+                "the Eulerian family with sCM's tangent normalisation g/(‖g‖ + c), c = 0.1",
+            ),
+            (
+                "clipped tangent",
+                ["student.tangent='clip'"],
+                "the Eulerian family with the shift's norm clipped at c = 0.1",
+            ),
+            (
+                "adaptive weight",
+                ["student.adaptive_weight=true"],
+                "the Eulerian family with sCM's learned loss weight w(s, t) (e^{-w} loss + w)",
+            ),
+            (
+                "uniform times, normalised tangent",
+                ["student.tangent='normalise'", "student.sources='uniform'"],
+                "the Eulerian family with s at any grid point, t anywhere after it (dense s, "
+                "where the raw tangent diverged), normalised",
+            ),
+        ]
     ),
     # the semigroup's rise with K on the ring: its weight, and sources at every grid point (its
     # midpoint u is anywhere between s and t, where the sampler's sources never put s)

@@ -132,9 +132,10 @@ class TrajectoryModel(nn.Module):
 
         With ``check`` (or a ``fallback``) returns ``Checked(x, error, resolved)``: ``error`` is
         the per-sample a-posteriori indicator of |x − x*| (``residual``; ``points`` nodes per
-        jump, or None: as many as each sample's estimate needs); ``fallback='solver'`` (or a function (z, cond) -> x) re-solves the samples whose
-        indicator exceeds ``threshold``, or the worst ``fraction`` of them, with the reference
-        solver (``odedistill.solve_reference``). ``system`` defaults to ``attach``'s.
+        jump, or None: as many as each sample's estimate needs); ``fallback='solver'`` (or a
+        function (z, cond) -> x) re-solves the samples whose indicator exceeds ``threshold``,
+        or the worst ``fraction`` of them, with the reference solver
+        (``odedistill.solve_reference``). ``system`` defaults to ``attach``'s.
         """
         z, cond = self.sample_inputs(z, cond)
         times = self.sample_steps(steps, times)

@@ -233,9 +233,9 @@ def adaptive_defect(
     Richardson extrapolations R(M/2, M), R(M/4, M/2) and R(M/8, M/4) are fourth order. Where the
     first two differ by at most ``atol`` mean |x(t_end)|, or by at most ``rtol`` |R(M/2, M)|
     with the gap before it at least SHRINK times larger (the h⁴ regime), the sample is done
-    (its estimate then off by about a fifteenth of the gap). The others get M doubled, the path evaluated at the
-    new midpoints only, up to ``most`` nodes, where the last estimate stands: an
-    ``AccuracyWarning`` then counts the samples whose estimate had not settled.
+    (its estimate then off by about a fifteenth of the gap). The others get M doubled, the
+    path evaluated at the new midpoints only, up to ``most`` nodes, where the last estimate
+    stands: an ``AccuracyWarning`` then counts the samples whose estimate had not settled.
     """
     B, d = z.shape[0], math.prod(system.state_shape)
     c64 = _float64(cond)
