@@ -16,7 +16,7 @@ from odedistill.api.fid_runs import evaluate_checkpoint
 from odedistill.errors import AccuracyWarning, UserError
 from odedistill.evaluation.features import FIDScorer, default_seeds
 from odedistill.evaluation.pictures import write_samples_png
-from odedistill.evaluation.report import evaluate, write_eval
+from odedistill.evaluation.report import evaluate, floor_message, write_eval
 from odedistill.infra import distributed
 from odedistill.infra.build import Session, build_session, reported_weights, weights_of
 from odedistill.infra.checkpoint import latest_checkpoint
@@ -216,6 +216,8 @@ def _train_and_evaluate(
         f"student (1 step): relative error {s['trajectory_rel_error']:.4g}, "
         f"sliced W1 {s['sliced_w1']:.4g} ({against})"
     )
+    if (note := floor_message(report.get("scheme_floor", {}))) is not None:
+        console.print(note)
     if "fid" in report:
         f = report["fid"]
         heun = f["teacher"]["heun"]

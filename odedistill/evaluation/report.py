@@ -19,6 +19,7 @@ from odedistill.infra.schema import flat
 from odedistill.kinds import STUDENTS
 from odedistill.models.base import TrajectoryModel
 from odedistill.models.flowmap import FlowMap, sample_times
+from odedistill.schemes import SCHEMES
 from odedistill.solvers import euler, heun, heun_nfe, solve_reference
 from odedistill.systems.base import ODESystem
 
@@ -172,6 +173,8 @@ def evaluate(
         samplers[f"heun_{nfe}"] = entry(x_heun, nfe)
         outputs[f"heun_{nfe}"] = x_heun
     report: dict[str, Any] = {"samplers": samplers}
+    if "student" in samplers:
+        report["scheme_floor"] = scheme_floor(cfg.scheme.kind, samplers, N - 1)
     if teacher_only:
         report["reference_label"] = label
         report["data_floor_sliced_w1"] = None  # no data: the floor is not defined
@@ -190,6 +193,49 @@ def evaluate(
         **extra,
     )
     return report, outputs
+
+
+#: a first-order student within this factor of the teacher's Euler over its grid is at its floor
+FLOOR_FACTOR = 1.5
+
+
+def scheme_floor(scheme: str, samplers: dict[str, Any], steps: int) -> dict[str, Any]:
+    """Whether the student's error is the residual scheme's own limit.
+
+    A student with zero first-order (upwind) residual on the collocation grid is the
+    teacher's explicit Euler solution through that grid (Tee et al. 2024, Theorem 1): trained
+    well, its samples level off at that solution's error, however long it trains and however
+    many steps it samples in. ``at_floor``: the scheme is first order and the student's best
+    error (over its samplers) is within FLOOR_FACTOR of that Euler error.
+    """
+    order = SCHEMES.get(scheme).order
+    grid = samplers[f"teacher_euler_{steps}"]["trajectory_rel_error"]
+    best = min(
+        e["trajectory_rel_error"]
+        for k, e in samplers.items()
+        if k == "student" or k.startswith("student@")
+    )
+    return {
+        "scheme": scheme,
+        "order": order,
+        "grid_euler_steps": steps,
+        "grid_euler_rel_error": grid,
+        "student_best_rel_error": best,
+        "at_floor": bool(order == 1 and best <= FLOOR_FACTOR * grid),
+    }
+
+
+def floor_message(floor: dict[str, Any]) -> str | None:
+    """One line for a student at its scheme's floor (``scheme_floor``), else None."""
+    if not floor.get("at_floor"):
+        return None
+    return (
+        f"note: the student ({floor['student_best_rel_error']:.3g} at best) is at the "
+        f"{floor['scheme']} scheme's floor: a first-order residual trains it toward the "
+        f"teacher's Euler through the {floor['grid_euler_steps']}-step collocation grid, "
+        f"{floor['grid_euler_rel_error']:.3g} off; scheme.kind = 'central' or a larger scheme.N "
+        "lowers it"
+    )
 
 
 @torch.no_grad()
