@@ -115,3 +115,70 @@ def test_other_budgets_list_every_family_and_seed(quick_run, tmp_path):
         assert f"ring {base:g} s {mark} · 2.5 s {mark}" in line or (
             f"ring 2.5 s {mark} · {base:g} s {mark}" in line
         )
+
+
+def test_the_grid_euler_floor_is_recorded_and_reported(quick_run):
+    out, results = quick_run
+    for r in results["runs"]:
+        grid = r["teacher_euler_grid"]
+        assert grid["steps"] == 19  # the quick preset's ring grid has 20 points
+        assert math.isfinite(grid["rel_error"]) and grid["rel_error"] > 0
+    report = (out / "report.md").read_text()
+    grid = results["runs"][0]["teacher_euler_grid"]
+    assert f"whole collocation grid (19 steps): {grid['rel_error']:.4g}" in report
+
+
+def _curves_run(budget, curves):
+    """A results.json of the given mean curves: {(problem, family): [e1, e2, e4, e8]}."""
+    return {
+        "meta": {
+            "budget_cpu_seconds": budget,
+            "problems": {"ring": {}, "digits": {}, "pendulum": {}},
+            "families": {f: {"problems": None} for f in ["lagrangian", "semigroup"]},
+        },
+        "runs": [
+            {
+                "problem": p,
+                "family": f,
+                "seed": 0,
+                "by_nfe": {
+                    str(K): {"trajectory_rel_error": e} for K, e in zip(NFES, c, strict=True)
+                },
+            }
+            for (p, f), c in curves.items()
+        ],
+    }
+
+
+def test_the_monotone_target_takes_each_family_at_its_best_setting():
+    from benchmarks.residuals.report import best_settings
+
+    flat, falling = [0.03, 0.02, 0.012, 0.0121], [0.04, 0.025, 0.015, 0.014]
+    lower = [e / 8 for e in falling]
+    runs = _curves_run(
+        90,
+        {
+            ("ring", "lagrangian"): falling,
+            ("pendulum", "lagrangian"): flat,
+            ("pendulum", "lagrangian, central"): lower,  # lower everywhere: the best setting
+            ("ring", "semigroup"): flat,
+            ("pendulum", "semigroup"): falling,
+        },
+    )
+    lines = best_settings(runs, None, ["ring", "digits", "pendulum"])
+    lag = next(ln for ln in lines if ln.startswith("- lagrangian: "))
+    semi = next(ln for ln in lines if ln.startswith("- semigroup: "))
+    assert "pendulum (lagrangian, central) yes" in lag and lag.endswith("2 of 2.")
+    assert "ring (semigroup) no" in semi and semi.endswith("1 of 2.")
+    assert lines[-1].endswith("problems: none.")
+    # a variant that is worse is not chosen, however its curve falls
+    runs = _curves_run(
+        90,
+        {
+            ("ring", "lagrangian"): falling,
+            ("pendulum", "lagrangian"): flat,
+            ("pendulum", "lagrangian, central"): [e * 8 for e in falling],
+        },
+    )
+    lag = next(ln for ln in best_settings(runs, None, ["ring", "pendulum"]) if "lagrangian" in ln)
+    assert "pendulum (lagrangian) no" in lag and lag.endswith("1 of 2.")

@@ -124,6 +124,13 @@ def train_and_evaluate(
     out["teacher_euler"] = {
         str(n): s[f"euler_{n}"]["trajectory_rel_error"] for n in NFES if f"euler_{n}" in s
     }
+    # the teacher's explicit Euler over the whole collocation grid: the solution an upwind-
+    # trained map converges to (PID's Theorem 1), so the floor of that scheme's maps
+    grid_euler = [
+        (int(k.rsplit("_", 1)[1]), e) for k, e in s.items() if k.startswith("teacher_euler_")
+    ]
+    for steps, e in grid_euler:
+        out["teacher_euler_grid"] = {"steps": steps, "rel_error": e["trajectory_rel_error"]}
     out["data_floor_sliced_w1"] = report["data_floor_sliced_w1"]
     K = max(NFES)
     if f"student@{K}" in s:
@@ -211,7 +218,12 @@ def run_residual_benchmark(
                 for p in st.problems
             },
             "families": {
-                f.name: {"overrides": f.overrides, "about": f.about, "problems": f.problems}
+                f.name: {
+                    "overrides": f.overrides,
+                    "about": f.about,
+                    "problems": f.problems,
+                    "variant_of": f.variant_of,
+                }
                 for f in st.families
             },
             "unavailable": skipped,

@@ -37,6 +37,9 @@ class Family:
     overrides: list[str]
     about: str = ""
     problems: list[str] | None = None  # run on these problems only (None: all)
+    #: the main family this is a setting of (its scheme, weights or stabiliser): the targets
+    #: judge each main family at its best setting per problem
+    variant_of: str | None = None
 
     @property
     def ablation(self) -> bool:
@@ -132,11 +135,18 @@ FAMILIES = [
         ["student.residual='eulerian'", "scheme.kind='upwind'"],
         "the Eulerian residual by a forward difference along (f, 1) (student.fd_step)",
         problems=["ring", "pendulum"],
+        variant_of="eulerian",
     ),
     # sCM's stabilisers of the Eulerian residual, each measured beside it: the target's shift
     # g normalised (g/(‖g‖ + c)) or clipped (‖g‖ <= c), the learned loss weight, and dense s
     *(
-        Family(f"eulerian, {name}", [*EULERIAN, *extra], about, problems=["ring", "pendulum"])
+        Family(
+            f"eulerian, {name}",
+            [*EULERIAN, *extra],
+            about,
+            problems=["ring", "pendulum"],
+            variant_of="eulerian",
+        )
         for name, extra, about in [
             (
                 "normalised tangent",
@@ -172,6 +182,7 @@ FAMILIES = [
         ],
         "the semigroup residual at a quarter of the Lagrangian one's weight",
         problems=["ring", "pendulum"],
+        variant_of="semigroup",
     ),
     Family(
         "semigroup, uniform sources",
@@ -198,6 +209,33 @@ FAMILIES = [
         "the Lagrangian family with the network as the average velocity u (X = x_s − (s − t) u)",
         problems=["ring", "pendulum"],
     ),
+    # the scheme of the Lagrangian residual: an upwind-trained map reproduces the teacher's
+    # explicit Euler on the collocation grid (PID's Theorem 1), so its multi-step samples level
+    # off at that Euler solution's error; second-order and exact derivatives remove that floor
+    *(
+        Family(
+            f"{name}, {scheme}",
+            [*overrides, f"scheme.kind='{scheme}'"],
+            f"{about}, by the {scheme} scheme",
+            problems=["ring", "pendulum", "lotka"],
+            variant_of=main,
+        )
+        for name, main, overrides, about in [
+            (
+                "lagrangian",
+                "lagrangian",
+                ["student.residual='lagrangian'"],
+                "the Lagrangian family",
+            ),
+            (
+                "semigroup, weight 0.25",
+                "semigroup",
+                ["student.residual='semigroup'", "student.residual_weights=[1, 0, 0.25]"],
+                "the semigroup at a quarter weight",
+            ),
+        ]
+        for scheme in ("central", "autodiff")
+    ),
     # ablations of the flat multi-step error: where the sources and the times come from
     Family(
         "lagrangian, marginal sources",
@@ -215,6 +253,15 @@ FAMILIES = [
 
 #: the reference of the cost ratios
 REFERENCE = "lagrangian"
+
+
+def main_family(name: str) -> str | None:
+    """The main family that the family ``name`` is a setting of (itself for a main family);
+    None for an ablation of sources, times or output, and for a name no longer listed."""
+    for f in FAMILIES:
+        if f.name == name:
+            return f.variant_of or (None if f.ablation else f.name)
+    return None
 
 
 @dataclass
