@@ -340,9 +340,10 @@ def targets(
 
 def pooled_curves(
     results: dict[str, Any], out: Path | None
-) -> dict[float, dict[tuple[str, str], list[float]]]:
+) -> dict[float, dict[tuple[str, str], tuple[list[float], int, int]]]:
     """Per budget, per (problem, family): the mean error at 1, 2, 4, 8 evaluations over every
-    seed of this run and of the runs kept in budgets/ at that budget (reruns pooled)."""
+    seed of this run and of the runs kept in budgets/ at that budget (reruns pooled), how many
+    of those seeds' own curves decrease, and how many seeds there are."""
     pooled: dict[float, dict[tuple[str, str], list[list[float]]]] = {}
     for res in [results, *(kept(out) if out is not None else [])]:
         here = pooled.setdefault(res["meta"]["budget_cpu_seconds"], {})
@@ -350,7 +351,12 @@ def pooled_curves(
             here.setdefault(key, []).extend(per_seed.values())
     return {
         b: {
-            k: [statistics.mean(c[j] for c in cs) for j in range(len(NFES))] for k, cs in by.items()
+            k: (
+                [statistics.mean(c[j] for c in cs) for j in range(len(NFES))],
+                sum(decreasing(c) for c in cs),
+                len(cs),
+            )
+            for k, cs in by.items()
         }
         for b, by in pooled.items()
     }
@@ -359,7 +365,8 @@ def pooled_curves(
 def best_settings(results: dict[str, Any], out: Path | None, main_problems: list[str]) -> list[str]:
     """The monotone target, each main family at its best setting (scheme, weights,
     stabiliser) per problem and budget: the variant of lowest geometric-mean error over 1, 2,
-    4 and 8 evaluations, and whether its mean error decreases from 1 to 8."""
+    4 and 8 evaluations, whether its mean error decreases from 1 to 8, and on how many seeds
+    their own curves do."""
     mains = [f for f, v in results["meta"]["families"].items() if main_family(f) == f]
     by_budget = pooled_curves(results, out)
     lines = [
@@ -367,7 +374,8 @@ def best_settings(results: dict[str, Any], out: Path | None, main_problems: list
         "Each main family at its best setting per problem (of itself and the scheme, weight and "
         "stabiliser variants run beside it at that budget, the lowest geometric-mean error over "
         "1, 2, 4 and 8 evaluations), per CPU budget, over every seed at that budget: whether the "
-        "mean error decreases from 1 to 8 evaluations (target: on at least 2 of the "
+        "mean error decreases from 1 to 8 evaluations, and on how many seeds each seed's own "
+        "curve does (target: the mean, on at least 2 of the "
         f"{len(main_problems)} problems).",
         "",
     ]
@@ -382,18 +390,20 @@ def best_settings(results: dict[str, Any], out: Path | None, main_problems: list
                 }
                 if not options:
                     continue
-                best = min(options, key=lambda v: math.prod(options[v]) ** (1 / len(NFES)))
-                curve = options[best]
-                picks.append((p, best, decreasing(curve), curve))
+                best = min(options, key=lambda v: math.prod(options[v][0]) ** (1 / len(NFES)))
+                curve, down, seeds = options[best]
+                picks.append((p, best, decreasing(curve), curve, f"{down} of {seeds} seeds"))
             if not picks:
                 continue
-            count = sum(d for _, _, d, _ in picks)
+            count = sum(pick[2] for pick in picks)
             met_at.setdefault(budget, []).append(count >= 2)
             cells.append(
                 f"{budget:g} s: "
                 + " · ".join(
-                    f"{p} ({v}) {'yes' if d else 'no'} (" + " / ".join(f"{x:.3g}" for x in c) + ")"
-                    for p, v, d, c in picks
+                    f"{p} ({v}) {'yes' if d else 'no'} ("
+                    + " / ".join(f"{x:.3g}" for x in c)
+                    + f"; {n})"
+                    for p, v, d, c, n in picks
                 )
                 + f" — {count} of {len(picks)}"
             )
