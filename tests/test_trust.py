@@ -155,6 +155,9 @@ def test_adaptive_defect_refines_until_the_estimate_holds(z):
     assert torch.allclose(error, err, rtol=1e-2)
     assert (nodes > 64).all() and (nodes <= 512).all()
     assert torch.equal(model.sample(z, check=True).error, error)
+    # each sample's estimate is the fixed check's at the nodes it stopped at (the coarser
+    # passes it reuses from the levels before are the same passes)
+    assert_same_as_fixed_checks(model, z, error, nodes)
     easy = ExactTrajectory(SYSTEM, 1e-2).attach(SYSTEM)  # a smooth path: done at the start
     assert (easy.residual(z, with_nodes=True)[1] == 32).all()
 
@@ -224,7 +227,16 @@ def test_flow_map_error_is_carried_across_jumps(z):
     fm = ExactFlowMap(SYSTEM, 1e-2).attach(SYSTEM)
     err = true_error(fm, z, steps=3, times=times)
     assert torch.allclose(fm.residual(z, steps=3, times=times, points=64), err, rtol=1e-3)
-    assert torch.allclose(fm.residual(z, steps=3, times=times), err, rtol=1e-2)  # adaptive
+    error, nodes = fm.residual(z, steps=3, times=times, with_nodes=True)  # adaptive
+    assert torch.allclose(error, err, rtol=1e-2)
+    assert_same_as_fixed_checks(fm, z, error, nodes, steps=3, times=times)
+
+
+def assert_same_as_fixed_checks(model, z, error, nodes, **sampler):
+    for M in nodes.unique().tolist():
+        rows = nodes == M
+        fixed = model.residual(z[rows], points=M, kind="defect", **sampler)
+        torch.testing.assert_close(error[rows], fixed, rtol=1e-10, atol=0)
 
 
 def test_residual_of_a_network_student_matches_finite_differences(z):

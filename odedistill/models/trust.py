@@ -229,7 +229,8 @@ def adaptive_defect(
     """The 'defect' indicator (B,) with nodes doubled, sample by sample, until it has converged,
     and the nodes per jump each sample took (B,).
 
-    On M nodes per jump the trapezoid passes run on M, M / 2, M / 4 and M / 8 steps; their
+    On M nodes per jump the trapezoid passes run on M, M / 2, M / 4 and M / 8 steps (after the
+    first level only the pass on M is new: the others are the level before's); their
     Richardson extrapolations R(M/2, M), R(M/4, M/2) and R(M/8, M/4) are fourth order. Where the
     first two differ by at most ``atol`` mean |x(t_end)|, or by at most ``rtol`` |R(M/2, M)|
     with the gap before it at least SHRINK times larger (the h⁴ regime), the sample is done
@@ -243,12 +244,17 @@ def adaptive_defect(
     used = torch.zeros(B, dtype=torch.long, device=z.device)
     active = torch.arange(B, device=z.device)
     cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+    coarse_passes: torch.Tensor | None = None  # the last level's passes on M, M/2 and M/4 steps
     M, scale = start, None
     while True:
         zc = z[active]
         cc = None if cond is None else cond[active]
         ca = None if c64 is None else c64[active]
         e = zc.new_zeros((zc.shape[0], 4, d), dtype=torch.float64)
+        # column i: the pass of stride 2^(3 - i) on these M nodes, M / 2^(3 - i) steps; after
+        # the first level only the finest is new, the others are the last level's on the
+        # same steps (its nodes are every other one of these, its path values the same)
+        columns = range(4) if coarse_passes is None else (3,)
         fresh = []
         for k, (path, s, t) in enumerate(model.pieces(zc, cc, times)):
             nodes = uniform_nodes(s, t, M, z.device)
@@ -261,8 +267,10 @@ def adaptive_defect(
             else:
                 x, v = path_at(path, nodes)
             fresh.append((x, v))
-            for i, stride in enumerate((8, 4, 2, 1)):
-                e[:, i] = defect_pass(system, nodes, x, v, e[:, i], ca, stride)
+            for i in columns:
+                e[:, i] = defect_pass(system, nodes, x, v, e[:, i], ca, stride=2 ** (3 - i))
+        if coarse_passes is not None:
+            e[:, :3] = coarse_passes
         if scale is None:
             scale = float(fresh[-1][0][-1].norm(dim=1).mean())
         fine, coarse, coarser = ((4 * e[:, i + 1] - e[:, i]) / 3 for i in (2, 1, 0))
@@ -291,6 +299,7 @@ def adaptive_defect(
         keep = ~done
         active = active[keep]
         cache = [(x[:, keep], v[:, keep]) for x, v in fresh]
+        coarse_passes = e[keep, 1:]
         M *= 2
 
 
