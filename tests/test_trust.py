@@ -222,6 +222,21 @@ def test_a_check_that_is_not_finite_reads_as_infinite_error(z):
     assert error[:n].isfinite().all() and error[n:].isinf().all()
 
 
+def test_a_singular_implicit_step_reads_as_infinite_error_and_raises_nothing(z):
+    """x' = 64 x on [0, 1]: on 32 steps the trapezoid rule's Newton matrix I − (h/2) J is
+    exactly zero. The samples checked there read as not checkable (infinite), never an
+    exception; on more steps the same exact student is checked and reads 0 (to rounding,
+    relative to its end state, e^64 times its start)."""
+    system = LinearODE(t_start=0.0, t_end=1.0, A=[[64.0, 0.0], [0.0, 64.0]])
+    model = ExactTrajectory(system).attach(system)
+    size = model.sample(z).norm(dim=1)
+    # 'defect' on 64 nodes also steps on 32; 'linear' steps on its nodes only
+    for kind, singular, fine in (("defect", 64, 128), ("linear", 32, 64)):
+        assert model.residual(z, points=singular, kind=kind).isinf().all()
+        assert (model.residual(z, points=fine, kind=kind) < 1e-9 * size).all()
+    assert model.residual(z).isinf().all()  # the adaptive check starts on 32
+
+
 def test_flow_map_error_is_carried_across_jumps(z):
     times = [0.0, 0.4, 0.9, 1.5]
     fm = ExactFlowMap(SYSTEM, 1e-2).attach(SYSTEM)

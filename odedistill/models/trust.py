@@ -136,6 +136,13 @@ def _f(system: ODESystem, y: torch.Tensor, t: torch.Tensor, cond) -> torch.Tenso
     return system.f(y.reshape(R, *system.state_shape), t, cond).reshape(R, -1)
 
 
+def _solve(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A⁻¹ b for a batch (B, d, d), (B, d); NaN in the rows whose A is singular (or not finite),
+    so that their indicator reads as not finite instead of stopping the whole check."""
+    x, info = torch.linalg.solve_ex(A, b[..., None])
+    return torch.where((info != 0)[:, None], torch.nan, x[..., 0])
+
+
 def defect_pass(system, nodes, x, v, e, cond, stride: int, newton: int = 2) -> torch.Tensor:
     """e at the last node from e at the first, by the implicit trapezoid rule on every
     ``stride``-th node of e' = v − f(x − e, t), ``newton`` Newton steps per node."""
@@ -155,7 +162,7 @@ def defect_pass(system, nodes, x, v, e, cond, stride: int, newton: int = 2) -> t
             y = x[j] - e
             G = e - base + (h / 2) * _f(system, y, at(j), cond)
             A = eye - (h / 2) * _jacobians(system, y, at(j), cond)
-            e = e - torch.linalg.solve(A, G[..., None])[..., 0]
+            e = e - _solve(A, G)
         fy = _f(system, x[j] - e, at(j), cond)
     return e
 
@@ -197,7 +204,7 @@ def piece_error(
     e = e0
     for k in range(M):
         rhs = e + (h / 2) * ((J[k] @ e[..., None])[..., 0] + r[k] + r[k + 1])
-        e = torch.linalg.solve(eye - (h / 2) * J[k + 1], rhs)
+        e = _solve(eye - (h / 2) * J[k + 1], rhs)
     return e
 
 
