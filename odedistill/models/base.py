@@ -10,13 +10,8 @@ from torch import nn
 
 from odedistill.errors import UserError
 from odedistill.models.curve import Curve
-from odedistill.models.trust import (
-    Checked,
-    Fallback,
-    checked_sample,
-    residual_indicator,
-    resolve_system,
-)
+from odedistill.models.fallback import Checked, Fallback, checked_sample
+from odedistill.models.trust import residual_indicator, resolve_system
 from odedistill.systems.base import ODESystem
 
 #: the curve t ↦ x(t) of a batch of trajectories: a ``Curve`` whose variable is the time t
