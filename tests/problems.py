@@ -45,7 +45,7 @@ class GridTrajectory(TrajectoryModel):
         assert z.shape[1:] == self.z.shape[1:]
         B = self.z.shape[0]
         k = z.shape[0] // B  # fused evaluations repeat the batch
-        pos = torch.searchsorted(-self.grid, -t.double())  # grid is descending
+        pos = (self.grid[:, None] - t.double()[None, :]).abs().argmin(0)  # either direction
         assert torch.equal(self.grid[pos].to(t.dtype), t), "time is not a grid point"
         rows = torch.arange(B).repeat(k)
         return self.states[pos, rows]

@@ -30,12 +30,6 @@ class EulerStudent(GridTrajectory):
         GridTrajectory.__init__(self, grid, z, GridTrajectory.euler(system, grid, z).states)
         self.unused = torch.nn.Parameter(torch.zeros(()))  # evaluate() reads its device
 
-    def forward(self, z, t, cond=None):
-        assert torch.equal(z.float(), self.z.float())  # the held-out states (sampled in float32)
-        pos = (self.grid[:, None] - t.double()[None, :]).abs().argmin(0)  # any grid direction
-        assert torch.equal(self.grid[pos], t.double()), "time is not a grid point"
-        return self.states[pos, torch.arange(len(z))]
-
 
 def euler_student_report(scheme: str) -> dict:
     cfg = load_config("quickstart", [*PENDULUM, f"scheme.kind='{scheme}'"])
